@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from anyio import ClosedResourceError
+
+
+class GateClosed(ClosedResourceError):
+    """Raised when trying to enter a gate that is closed."""

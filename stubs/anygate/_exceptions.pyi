@@ -1,0 +1,3 @@
+from anyio import ClosedResourceError
+
+class GateClosed(ClosedResourceError): ...
