@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 BACKEND ?= asyncio
+BENCH_ARGS ?= --fast
 
 .PHONY: check test typecheck demo bench clean
 
@@ -32,7 +33,7 @@ demo: $(VENV)/.test
 	$(PY) examples/graceful_server.py --backend $(BACKEND)
 
 bench: $(VENV)/.bench
-	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .pytest_cache .hypothesis

@@ -187,7 +187,17 @@ class TestEnter:
 
 
 class TestClose:
-    async def test_closed_before_first_yield(self) -> None:
+    async def test_closed_by_the_call(self) -> None:
+        gate = Gate()
+        guard = gate.enter()
+        drained = gate.close()
+        assert gate.closed
+        with pytest.raises(GateClosed):
+            gate.enter()
+        guard.release()
+        await drained
+
+    async def test_closed_when_cancelled_before_first_yield(self) -> None:
         gate = Gate()
         with CancelScope() as scope:
             scope.cancel()

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import warnings
 from threading import get_ident
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import cast
+from typing import Any, cast
 
 import anyio
 import anyio.from_thread
@@ -149,18 +149,20 @@ class Gate:
     ) -> None:
         self.__exit__(exc_type, exc_val, exc_tb)
 
-    async def close(self) -> None:
-        """Refuse new entries, then wait until every hold in progress has ended.
+    def close(self) -> Coroutine[Any, Any, None]:
+        """Refuse new entries now; the awaitable returned waits for the drain.
 
-        The gate is closed before this yields for the first time: from then on,
-        :meth:`enter` and ``with gate:`` raise :exc:`GateClosed`. Guards already
-        held are untouched, and :meth:`GateGuard.clone` still works on them, since a
+        ``await gate.close()`` is the usual call. The gate is closed by the call
+        itself, before anything is awaited: from then on, :meth:`enter` and
+        ``with gate:`` raise :exc:`GateClosed`. So ``drained = gate.close()`` shuts
+        the door at once, and ``await drained`` later waits. Guards already held
+        are untouched, and :meth:`GateGuard.clone` still works on them, since a
         clone is part of work already admitted.
 
-        Returns when :attr:`count` reaches zero, woken by the last release with no
-        polling; at once if nothing is held. Any number of tasks, in any number of
-        event loops, may wait in ``close()`` together, and a later call returns once
-        the gate is drained.
+        The wait ends when :attr:`count` reaches zero, woken by the last release
+        with no polling; at once (after a checkpoint) if nothing is held. Any
+        number of tasks, in any number of event loops, may wait for the same
+        gate, and a later call returns once the gate is drained.
 
         Cancellation: cancelling the waiting task raises the cancellation in it and
         nothing else; the gate stays closed, holders are not disturbed, and a later
@@ -168,6 +170,9 @@ class Gate:
         :func:`anyio.fail_after` or :func:`anyio.move_on_after`.
         """
         self._closed = True
+        return self._drained()
+
+    async def _drained(self) -> None:
         if self._holds:
             closer = _Closer()
             # Register before looking at the count, so that the last release

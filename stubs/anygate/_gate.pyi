@@ -1,4 +1,6 @@
+from collections.abc import Coroutine
 from types import TracebackType
+from typing import Any
 
 from typing_extensions import Never, final
 
@@ -28,7 +30,7 @@ class Gate:
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None: ...
-    async def close(self) -> None: ...
+    def close(self) -> Coroutine[Any, Any, None]: ...
     def reopen(self) -> None: ...
 
 @final
