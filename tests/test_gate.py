@@ -3,6 +3,7 @@ from __future__ import annotations
 import ast
 import gc
 import itertools
+import sys
 import threading
 from pathlib import Path
 
@@ -440,6 +441,20 @@ class TestThreads:
             release.set()
             thread.join()
 
+    async def test_last_release_while_event_loop_joins_the_thread(self) -> None:
+        gate = Gate()
+        guard = gate.enter()
+        closer = Closer(gate)
+        async with create_task_group() as tg:
+            tg.start_soon(closer.run)
+            await wait_all_tasks_blocked()
+            thread = threading.Thread(target=guard.release)
+            thread.start()
+            # Blocks the event loop: the release must not wait for it.
+            thread.join(timeout=30)
+            assert not thread.is_alive()
+        assert closer.done
+
     async def test_threads_racing_a_close(self) -> None:
         gate = Gate()
         closed_at_zero = threading.Event()
@@ -464,6 +479,10 @@ class TestThreads:
                 errors.append(exc)
 
         threads = [threading.Thread(target=churn, args=(i % 2 == 1,)) for i in range(4)]
+        # Switch threads as often as the interpreter allows, to hit the windows
+        # between one step of a hold and the next.
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
         for thread in threads:
             thread.start()
         try:
@@ -473,6 +492,7 @@ class TestThreads:
         finally:
             for thread in threads:
                 thread.join()
+            sys.setswitchinterval(interval)
         assert errors == []
         assert admitted_late == []
         assert gate.count == 0

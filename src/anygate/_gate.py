@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import warnings
-from threading import get_ident
+from threading import Thread, get_ident
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, cast
@@ -343,18 +343,31 @@ class GateGuard:
 class _Closer:
     """A task waiting in :meth:`Gate.close`, and the way to wake it from any thread."""
 
-    __slots__ = ("event", "_token", "_thread")
+    __slots__ = ("event", "_token", "_thread", "_woken")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
         self._token = anyio.lowlevel.current_token()
         self._thread = get_ident()
+        self._woken = False
 
     def wake(self) -> None:
+        if self._woken:
+            return
+        self._woken = True
         if get_ident() == self._thread:
             self.event.set()
             return
-        # Event.set() is not safe from a foreign thread on either backend.
+        # Event.set() is unsafe from a foreign thread, and anyio.from_thread blocks
+        # until the event loop runs the call: a releasing thread that the event
+        # loop itself is waiting for (in Thread.join, say) would deadlock. So a
+        # helper thread does the waiting.
+        try:
+            Thread(target=self._set_from_helper, name="anygate wake", daemon=True).start()
+        except RuntimeError:
+            pass  # interpreter shutdown: no event loop is left to wake
+
+    def _set_from_helper(self) -> None:
         try:
             anyio.from_thread.run_sync(self.event.set, token=self._token)
         except anyio.RunFinishedError:
