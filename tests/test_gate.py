@@ -18,25 +18,9 @@ from anyio import (
 )
 
 from anygate import Gate, GateClosed, GateGuard
+from helpers import Closer
 
 pytestmark = pytest.mark.anyio
-
-
-class Closer:
-    """Runs ``gate.close()`` in a task and records when it has returned."""
-
-    def __init__(self, gate: Gate) -> None:
-        self.gate = gate
-        self.done = False
-        self.cancelled = False
-        self.scope = CancelScope()
-
-    async def run(self) -> None:
-        with self.scope:
-            await self.gate.close()
-            assert self.gate.count == 0
-            self.done = True
-        self.cancelled = self.scope.cancelled_caught
 
 
 class TestCreate:

@@ -391,11 +391,7 @@ class Gate:
         warn_at = None if self._warn_after is None else now + self._warn_after
         cancel_at = None if grace is None else now + grace
         while True:
-            deadline = min((t for t in (warn_at, cancel_at) if t is not None), default=math.inf)
-            with anyio.CancelScope(deadline=deadline):
-                await drained.wait()
-            if drained.is_set():
-                break
+            # Due deadlines first: warn_after=0 and grace=0 act before any wait.
             now = anyio.current_time()
             if warn_at is not None and now >= warn_at:
                 warn_at = None
@@ -409,6 +405,11 @@ class Gate:
                 for record in list(self._records):
                     if isinstance(record, _CancellableRecord):
                         record.cancel()
+            deadline = min((t for t in (warn_at, cancel_at) if t is not None), default=math.inf)
+            with anyio.CancelScope(deadline=deadline):
+                await drained.wait()
+            if drained.is_set():
+                break
         if self._warned_since is not None:
             _diagnostics._log_close_completed(self._name, monotonic() - self._warned_since)
             self._warned_since = None

@@ -1,0 +1,25 @@
+"""Shared by the test modules."""
+
+from __future__ import annotations
+
+from anyio import CancelScope
+
+from anygate import Gate
+
+
+class Closer:
+    """Runs ``gate.close()`` in a task and records when it has returned."""
+
+    def __init__(self, gate: Gate, grace: float | None = None) -> None:
+        self.gate = gate
+        self.grace = grace
+        self.done = False
+        self.cancelled = False
+        self.scope = CancelScope()
+
+    async def run(self) -> None:
+        with self.scope:
+            await self.gate.close(grace=self.grace)
+            assert self.gate.count == 0
+            self.done = True
+        self.cancelled = self.scope.cancelled_caught
