@@ -210,7 +210,7 @@ class TestSlowCloseLog:
             assert (warning.name, warning.levelno) == ("anygate", logging.WARNING)
             message = warning.getMessage()
             assert "closing gate 'tenant 42' is taking longer than expected" in message
-            assert "3 still held" in message
+            assert "3 still held; named holders, oldest first: 'GET /a' (" in message
             assert message.index("'GET /a'") < message.index("'GET /b'")
             caplog.clear()
             newer.release()

@@ -81,7 +81,7 @@ def _warn_slow_close(gate_name: str | None, waited: float, count: int, records: 
         _describe(gate_name),
         waited,
         count,
-        f"; named _holders, oldest first: {listed}" if named else "; none of them named",
+        f"; named holders, oldest first: {listed}" if named else "; none of them named",
     )
 
 

@@ -6,10 +6,14 @@ the check fails if the stubs ever start accepting that line.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 from anyio import ClosedResourceError
+from anyio.abc import TaskGroup
 from typing_extensions import assert_type
 
-from anygate import Gate, GateClosed, GateGuard
+from anygate import Gate, GateClosed, GateGuard, Holder
 
 
 async def gate_api() -> None:
@@ -27,6 +31,9 @@ async def gate_api() -> None:
     async with gate as held_async:
         assert_type(held_async, None)
     assert_type(await gate.close(), None)
+    drained = gate.close()
+    _ = assert_type(drained, Coroutine[Any, Any, None])
+    await drained
     assert_type(gate.reopen(), None)
 
     Gate(42)  # type: ignore[arg-type]
@@ -61,3 +68,39 @@ def errors() -> None:
 
 class NotAGate(Gate):  # type: ignore[misc]
     pass
+
+
+async def toolkit_api(gate: Gate, tg: TaskGroup) -> None:
+    Gate("t", limit=10, warn_after=None)
+    assert_type(gate.limit, int | None)
+    assert_type(gate.enter("GET /x", cancellable=True), GateGuard)
+    assert_type(gate.enter().cancelled_caught, bool)
+    graceful = gate.close(grace=5.0)
+    _ = assert_type(graceful, Coroutine[Any, Any, None])
+    await graceful
+    assert_type(gate.holders(), list[Holder])
+    assert_type(gate.holders()[0].name, str)
+    assert_type(gate.holders()[0].held_for, float)
+    assert_type(await gate.acquire("req"), GateGuard)
+    async with gate.acquire() as acquired:
+        assert_type(acquired, GateGuard)
+
+    @gate.guarded
+    async def handle(request: str, *, retries: int = 0) -> bytes:
+        return b""
+
+    assert_type(await handle("GET /x", retries=2), bytes)
+    await handle(1)  # type: ignore[arg-type]
+    await handle("x", retries="2")  # type: ignore[arg-type]
+    await handle()  # type: ignore[call-arg]
+
+    async def flush(table: str, rows: int) -> None: ...
+
+    gate.start_soon(tg, flush, "t", 3, name="flush")
+    gate.start_soon(tg, flush, "t", "3")  # type: ignore[arg-type]
+    gate.start_soon(tg, flush, "t")  # type: ignore[arg-type]
+    gate.start_soon(tg, flush, "t", 3, name=1)  # type: ignore[arg-type]
+
+    Gate(limit="3")  # type: ignore[arg-type]
+    await gate.close(grace="5")  # type: ignore[arg-type]
+    gate.enter(cancellable=1)  # type: ignore[arg-type]
