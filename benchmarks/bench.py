@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -36,7 +36,7 @@ class NoOp:
         pass
 
 
-def floor(loops: int) -> float:
+async def floor(loops: int) -> float:
     noop = NoOp()
     started = pyperf.perf_counter()
     for _ in range(loops):
@@ -45,7 +45,7 @@ def floor(loops: int) -> float:
     return pyperf.perf_counter() - started
 
 
-def with_gate(loops: int) -> float:
+async def with_gate(loops: int) -> float:
     gate = Gate()
     started = pyperf.perf_counter()
     for _ in range(loops):
@@ -54,7 +54,7 @@ def with_gate(loops: int) -> float:
     return pyperf.perf_counter() - started
 
 
-def with_enter(loops: int) -> float:
+async def with_enter(loops: int) -> float:
     gate = Gate()
     started = pyperf.perf_counter()
     for _ in range(loops):
@@ -63,22 +63,39 @@ def with_enter(loops: int) -> float:
     return pyperf.perf_counter() - started
 
 
+async def with_named_enter(loops: int) -> float:
+    gate = Gate()
+    started = pyperf.perf_counter()
+    for _ in range(loops):
+        with gate.enter("GET /x"):
+            pass
+    return pyperf.perf_counter() - started
+
+
+async def async_with_acquire(loops: int) -> float:
+    gate = Gate(limit=1000)
+    started = pyperf.perf_counter()
+    for _ in range(loops):
+        async with gate.acquire():
+            pass
+    return pyperf.perf_counter() - started
+
+
 # name -> (body, target ratio to the floor, or None)
-CASES: dict[str, tuple[Callable[[int], float], float | None]] = {
+CASES: dict[str, tuple[Callable[[int], Awaitable[float]], float | None]] = {
     "no-op with (floor)": (floor, None),
     "with gate:": (with_gate, 1.5),
     "with gate.enter():": (with_enter, 2.8),
+    'with gate.enter("name"):': (with_named_enter, 5.0),
+    "async with gate.acquire(): (limit)": (async_with_acquire, None),
 }
 
 
-def on_backend(backend: str, body: Callable[[int], float]) -> Callable[[int], float]:
+def on_backend(backend: str, body: Callable[[int], Awaitable[float]]) -> Callable[[int], float]:
     name, options = BACKENDS[backend]
 
     def timed(loops: int) -> float:
-        async def run() -> float:
-            return body(loops)
-
-        return anyio.run(run, backend=name, backend_options=options)
+        return anyio.run(body, loops, backend=name, backend_options=options)
 
     return timed
 

@@ -30,9 +30,6 @@ class _Record:
 
     __slots__ = ("name", "since")
 
-    #: Whether the holder's block is cancelled by close(grace=).
-    cancellable = False
-
     name: str | None
     since: float
 
@@ -41,8 +38,6 @@ class _CancellableRecord(_Record):
     """A record of a guard entered with ``cancellable=True``."""
 
     __slots__ = ("scope", "loop", "cancelled_caught")
-
-    cancellable = True
 
     def __init__(self, name: str | None) -> None:
         self.name = name

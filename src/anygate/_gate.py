@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 # Bypassing GateGuard.__new__ and __init__ makes this the cheapest way to build one.
 _new_guard = cast("Callable[[type[GateGuard]], GateGuard]", object.__new__)
+_new_named_guard = cast("Callable[[type[_NamedGuard]], _NamedGuard]", object.__new__)
 
 
 @final
@@ -140,30 +141,37 @@ class Gate:
         :raises RuntimeError: if ``cancellable`` is true and no event loop runs in
             this thread
         """
-        if name is not None and name.__class__ is not str:
-            _check_name(name)
         if cancellable:
             return self._enter_cancellable(name)
         holds = self._holds
-        # Count first, then look at the flag: close() sets the flag before it
-        # looks at the count, so one of the two always sees the other.
+        if name is None:
+            # Count first, then look at the flag: close() sets the flag before
+            # it looks at the count, so one of the two always sees the other.
+            holds.append(None)
+            if self._slow:
+                self._admit_or_leave()
+            guard = _new_guard(GateGuard)
+            guard._gate = self
+            guard._holds = holds
+            return guard
+        if name.__class__ is not str:
+            _check_name(name)
+        # As above, with _adopt() inlined: this is the hot path of a named entry.
         holds.append(None)
         if self._slow:
             self._admit_or_leave()
-        guard = _new_guard(GateGuard)
-        guard._gate = self
-        guard._holds = holds
-        if name is None:
-            guard._record = None
-        else:
-            record = _new_record(_Record)
-            record.name = name
-            record.since = monotonic()
-            guard._record = record
-            self._records[record] = None
-        return guard
+        named = _new_named_guard(_NamedGuard)
+        named._gate = self
+        named._holds = holds
+        record = _new_record(_Record)
+        record.name = name
+        record.since = monotonic()
+        named._record = record
+        self._records[record] = None
+        return named
 
     def _enter_cancellable(self, name: str | None) -> GateGuard:
+        _check_name(name)
         try:
             anyio.lowlevel.current_token()
         except RuntimeError as exc:
@@ -178,22 +186,24 @@ class Gate:
 
     def _adopt(self, holds: list[None], name: str | None, cancellable: bool = False) -> GateGuard:
         """Make the guard for a hold already counted in ``holds``."""
-        guard = _new_guard(GateGuard)
-        guard._gate = self
-        guard._holds = holds
         if name is None and not cancellable:
-            guard._record = None
+            guard = _new_guard(GateGuard)
+            guard._gate = self
+            guard._holds = holds
+            return guard
+        named = _new_named_guard(_CancellableGuard if cancellable else _NamedGuard)
+        named._gate = self
+        named._holds = holds
+        record: _Record
+        if cancellable:
+            record = _CancellableRecord(name)
         else:
-            record: _Record
-            if cancellable:
-                record = _CancellableRecord(name)
-            else:
-                record = _new_record(_Record)
-                record.name = name
-                record.since = monotonic()
-            guard._record = record
-            self._records[record] = None
-        return guard
+            record = _new_record(_Record)
+            record.name = name
+            record.since = monotonic()
+        named._record = record
+        self._records[record] = None
+        return named
 
     def _admit_or_leave(self) -> None:
         if self._closed:
@@ -453,7 +463,7 @@ class Gate:
         return GateClosed(f"{self._describe()} is closed")
 
 
-@final
+# Not @final at runtime only for its private subclasses; the stubs forbid subclassing.
 class GateGuard:
     """One hold on a :class:`Gate`, from :meth:`Gate.enter` until :meth:`release`.
 
@@ -470,13 +480,13 @@ class GateGuard:
     Thread safety: a guard may be released or cloned from any thread.
     """
 
-    __slots__ = ("_gate", "_holds", "_record")
+    # Two slots only: an unnamed guard is the hot path. Named and cancellable
+    # guards are private subclasses that also keep a record.
+    __slots__ = ("_gate", "_holds")
 
     _gate: Gate
     # The gate's hold list while held, None once released.
     _holds: list[None] | None
-    # Only named and cancellable holds have one.
-    _record: _Record | None
 
     def __new__(cls) -> GateGuard:
         raise TypeError("guards are made by Gate.enter() and GateGuard.clone()")
@@ -494,7 +504,7 @@ class GateGuard:
     @property
     def name(self) -> str | None:
         """The holder's name given to :meth:`Gate.enter` or :meth:`clone`, or ``None``."""
-        return None if self._record is None else self._record.name
+        return None
 
     @property
     def released(self) -> bool:
@@ -504,8 +514,7 @@ class GateGuard:
     @property
     def cancelled_caught(self) -> bool:
         """``True`` if :meth:`Gate.close` cancelled this guard's block after its grace."""
-        record = self._record
-        return isinstance(record, _CancellableRecord) and record.cancelled_caught
+        return False
 
     def release(self) -> None:
         """Let go of the gate. Calling it again does nothing.
@@ -517,13 +526,8 @@ class GateGuard:
         if holds is None:
             return
         self._holds = None
-        gate = self._gate
-        record = self._record
-        if record is not None:
-            gate._records.pop(record, None)
-            if gate._warned_since is not None:
-                gate._log_late_release(record)
         holds.pop()
+        gate = self._gate
         if gate._slow:
             gate._after_release()
 
@@ -551,12 +555,95 @@ class GateGuard:
         return self._gate._adopt(holds, name, cancellable)
 
     def __enter__(self) -> GateGuard:
-        record = self._record
-        if record is not None and record.cancellable:
-            self._open_scope(cast(_CancellableRecord, record))
         return self
 
-    def _open_scope(self, record: _CancellableRecord) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None:
+        # release(), inlined: this is the hot path of `with gate.enter():`.
+        holds = self._holds
+        if holds is not None:
+            self._holds = None
+            holds.pop()
+            gate = self._gate
+            if gate._slow:
+                gate._after_release()
+        return None
+
+    async def __aenter__(self) -> GateGuard:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None:
+        return self.__exit__(exc_type, exc_val, exc_tb)
+
+    def __del__(self) -> None:
+        if self._holds is not None:
+            message = f"{self!r} was garbage-collected without being released"
+            self.release()
+            warnings.warn(message, ResourceWarning, stacklevel=1, source=self)
+
+
+class _NamedGuard(GateGuard):
+    """A guard with a holder record: named, or cancellable, or both."""
+
+    __slots__ = ("_record",)
+
+    _record: _Record
+
+    @property
+    def name(self) -> str | None:
+        return self._record.name
+
+    def release(self) -> None:
+        holds = self._holds
+        if holds is None:
+            return
+        self._holds = None
+        gate = self._gate
+        # Forget the record before the count drops, so that holders() never
+        # lists a holder after the close it held up has returned.
+        gate._records.pop(self._record, None)
+        if gate._warned_since is not None:
+            gate._log_late_release(self._record)
+        holds.pop()
+        if gate._slow:
+            gate._after_release()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None:
+        self.release()
+        return None
+
+
+class _CancellableGuard(_NamedGuard):
+    """A guard from ``enter(cancellable=True)``: close(grace=) can cancel its block.
+
+    A subclass, so that plain guards pay nothing for the cancel scope.
+    """
+
+    __slots__ = ()
+
+    def _cancellable_record(self) -> _CancellableRecord:
+        return cast(_CancellableRecord, self._record)
+
+    @property
+    def cancelled_caught(self) -> bool:
+        return self._cancellable_record().cancelled_caught
+
+    def __enter__(self) -> GateGuard:
+        record = self._cancellable_record()
         if record.scope is not None:
             raise RuntimeError(f"{self!r} is already in use as a context manager")
         try:
@@ -571,6 +658,7 @@ class GateGuard:
         record.scope = scope
         if self._gate._cancelling:
             scope.cancel()
+        return self
 
     def __exit__(
         self,
@@ -578,55 +666,18 @@ class GateGuard:
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> bool:
-        record = self._record
-        if record is not None and record.cancellable:
-            return self._exit_scope(cast(_CancellableRecord, record), exc_type, exc_val, exc_tb)
-        # release(), inlined: this is the hot path of `with gate.enter():`.
-        holds = self._holds
-        if holds is not None:
-            self._holds = None
-            gate = self._gate
-            if record is not None:
-                gate._records.pop(record, None)
-                if gate._warned_since is not None:
-                    gate._log_late_release(record)
-            holds.pop()
-            if gate._slow:
-                gate._after_release()
-        return False
-
-    def _exit_scope(
-        self,
-        record: _CancellableRecord,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> bool:
+        record = self._cancellable_record()
         scope = record.scope
+        if scope is None:
+            self.release()
+            return False
         record.scope = None
         try:
-            caught = scope is not None and bool(scope.__exit__(exc_type, exc_val, exc_tb))
+            caught = bool(scope.__exit__(exc_type, exc_val, exc_tb))
         finally:
             self.release()
-        record.cancelled_caught = scope is not None and scope.cancelled_caught
+        record.cancelled_caught = scope.cancelled_caught
         return caught
-
-    async def __aenter__(self) -> GateGuard:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> bool:
-        return self.__exit__(exc_type, exc_val, exc_tb)
-
-    def __del__(self) -> None:
-        if self._holds is not None:
-            message = f"{self!r} was garbage-collected without being released"
-            self.release()
-            warnings.warn(message, ResourceWarning, stacklevel=1, source=self)
 
 
 def _check_name(name: object) -> None:
