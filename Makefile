@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BACKEND ?= asyncio
 BENCH_ARGS ?= --fast
 
-.PHONY: check test typecheck demo bench clean
+.PHONY: check test typecheck lint verifytypes demo bench clean
 
 $(VENV)/.test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.bench: $(VENV)/.test
 	$(PY) -m pip install --quiet -e '.[bench]'
 	touch $@
 
-check: test typecheck
+check: test typecheck lint verifytypes
 
 test: $(VENV)/.test
 	$(PY) -m pytest
@@ -28,6 +28,21 @@ typecheck: $(VENV)/.test
 	$(PY) -m mypy src/anygate
 	MYPYPATH=stubs $(PY) -m mypy tests examples
 	MYPYPATH=stubs $(PY) -m mypy.stubtest anygate
+
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# What users install is the wheel, with the stubs inside: check that, in a
+# virtual environment of its own, for 100% type completeness.
+WHEEL_ENV := build/verify
+verifytypes: $(VENV)/.test
+	rm -rf $(WHEEL_ENV)
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(WHEEL_ENV)/dist .
+	$(PYTHON) -m venv $(WHEEL_ENV)/venv
+	$(WHEEL_ENV)/venv/bin/python -m pip install --quiet $(WHEEL_ENV)/dist/*.whl
+	cd $(WHEEL_ENV) && VIRTUAL_ENV=$(CURDIR)/$(WHEEL_ENV)/venv PATH=$(CURDIR)/$(WHEEL_ENV)/venv/bin:$$PATH \
+		$(CURDIR)/$(VENV)/bin/basedpyright --verifytypes anygate --ignoreexternal
 
 demo: $(VENV)/.test
 	$(PY) examples/graceful_server.py --backend $(BACKEND)

@@ -122,7 +122,11 @@ def main() -> None:
         for case, (_, target) in CASES.items():
             ns = results[backend, case].mean() * 1e9
             ratio = ns / floor_ns
-            verdict = "" if target is None else f"<= {target}x: " + ("met" if ratio <= target else "MISSED")
+            verdict = (
+                ""
+                if target is None
+                else f"<= {target}x: " + ("met" if ratio <= target else "MISSED")
+            )
             print(f"| {backend} | `{case}` | {ns:.0f} | {ratio:.2f} | {verdict} |")
     sys.stdout.flush()
 

@@ -54,9 +54,7 @@ class TimelineHandler(logging.Handler):
 
 @dataclass
 class Server:
-    gate: Gate = field(
-        default_factory=lambda: Gate("demo server", warn_after=WARN_AFTER_SECONDS)
-    )
+    gate: Gate = field(default_factory=lambda: Gate("demo server", warn_after=WARN_AFTER_SECONDS))
     admitted: int = 0
     served: int = 0
     cancelled: int = 0

@@ -109,11 +109,10 @@ class TestEnter:
     async def test_guard_releases_on_error(self) -> None:
         gate = Gate()
         error = ValueError("boom")
-        with pytest.raises(ValueError) as caught:
-            with gate.enter():
-                raise error
+        with pytest.raises(ValueError, match="boom") as caught, gate.enter():
+            raise error
         assert caught.value is error
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="boom"):
             async with gate.enter():
                 raise error
         assert gate.count == 0
@@ -126,9 +125,8 @@ class TestEnter:
             assert gate.count == 1
         async with gate:
             assert gate.count == 1
-        with pytest.raises(KeyError):
-            with gate:
-                raise KeyError
+        with pytest.raises(KeyError), gate:
+            raise KeyError
         with pytest.raises(KeyError):
             async with gate:
                 raise KeyError
@@ -200,9 +198,8 @@ class TestClose:
             assert gate.closed
             with pytest.raises(GateClosed, match="gate 'tenant 42' is closed"):
                 gate.enter()
-            with pytest.raises(GateClosed):
-                with gate:
-                    pass
+            with pytest.raises(GateClosed), gate:
+                pass
             with pytest.raises(GateClosed):
                 async with gate:
                     pass
@@ -299,7 +296,7 @@ class TestClose:
     async def test_close_error_is_a_closed_resource_error(self) -> None:
         gate = Gate()
         await gate.close()
-        with pytest.raises(ClosedResourceError, match="^the gate is closed$"):
+        with pytest.raises(ClosedResourceError, match=r"^the gate is closed$"):
             gate.enter()
 
 
@@ -327,7 +324,7 @@ class TestClone:
         gate = Gate()
         guard = gate.enter("h")
         guard.release()
-        with pytest.raises(RuntimeError, match="cannot clone .*'h' released"):
+        with pytest.raises(RuntimeError, match=r"cannot clone .*'h' released"):
             guard.clone()
         assert gate.count == 0
 

@@ -172,9 +172,11 @@ class TestGrace:
 
     async def test_guard_used_twice_as_context_manager(self) -> None:
         gate = Gate()
-        with gate.enter(cancellable=True) as guard:
-            with pytest.raises(RuntimeError, match="already in use"):
-                guard.__enter__()
+        with (
+            gate.enter(cancellable=True) as guard,
+            pytest.raises(RuntimeError, match="already in use"),
+        ):
+            guard.__enter__()
         assert gate.count == 0
 
 
@@ -235,7 +237,8 @@ class TestSlowCloseLog:
             await wait_all_tasks_blocked()
             [warning] = caplog.records
             message = warning.getMessage()
-            assert "'h19'" in message and "'h20'" not in message
+            assert "'h19'" in message
+            assert "'h20'" not in message
             assert "and 5 more" in message
             for guard in guards:
                 guard.release()
@@ -316,6 +319,7 @@ class TestGuarded:
 
     async def test_released_when_the_call_itself_fails(self) -> None:
         gate = Gate()
+
         def broken() -> Coroutine[Any, Any, None]:
             raise ZeroDivisionError
 
@@ -432,9 +436,8 @@ class TestLimit:
         first, second = gate.enter(), gate.enter()
         with pytest.raises(anyio.WouldBlock, match="at its limit of 2"):
             gate.enter()
-        with pytest.raises(anyio.WouldBlock):
-            with gate:
-                pass
+        with pytest.raises(anyio.WouldBlock), gate:
+            pass
         assert gate.try_enter() is None
         assert gate.count == 2
         first.release()

@@ -22,7 +22,7 @@ class _Admission:
     Only bounded gates have one, so a lock here costs the unbounded path nothing.
     """
 
-    __slots__ = ("limit", "_lock", "_waiters")
+    __slots__ = ("_lock", "_waiters", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -81,7 +81,7 @@ class _Admission:
 
 
 class _Waiter:
-    __slots__ = ("wakeup", "admitted")
+    __slots__ = ("admitted", "wakeup")
 
     def __init__(self) -> None:
         self.wakeup = Wakeup()
@@ -92,7 +92,7 @@ class _Waiter:
 class Acquisition:
     """What :meth:`Gate.acquire` returns: await it, or use it with ``async with``."""
 
-    __slots__ = ("_gate", "_name", "_guard")
+    __slots__ = ("_gate", "_guard", "_name")
 
     def __init__(self, gate: Gate, name: str | None) -> None:
         self._gate = gate

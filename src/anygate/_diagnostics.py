@@ -37,7 +37,7 @@ class _Record:
 class _CancellableRecord(_Record):
     """A record of a guard entered with ``cancellable=True``."""
 
-    __slots__ = ("scope", "loop", "cancelled_caught")
+    __slots__ = ("cancelled_caught", "loop", "scope")
 
     def __init__(self, name: str | None) -> None:
         self.name = name
@@ -66,7 +66,9 @@ def _holders(records: Iterable[_Record]) -> list[Holder]:
     return [Holder(r.name, now - r.since) for r in records if r.name is not None]
 
 
-def _warn_slow_close(gate_name: str | None, waited: float, count: int, records: Iterable[_Record]) -> None:
+def _warn_slow_close(
+    gate_name: str | None, waited: float, count: int, records: Iterable[_Record]
+) -> None:
     named = _holders(records)
     listed = ", ".join(f"{h.name!r} ({h.held_for:.3f}s)" for h in named[:_MAX_LISTED])
     if len(named) > _MAX_LISTED:

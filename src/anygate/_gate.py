@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
-from typing_extensions import ParamSpec, TypeVarTuple, Unpack, final
+from typing_extensions import ParamSpec, Self, TypeVarTuple, Unpack, final
 
 from . import _diagnostics, _tasks
 from ._admission import Acquisition, _Admission
@@ -62,16 +62,16 @@ class Gate:
     """
 
     __slots__ = (
-        "_name",
-        "_holds",
-        "_closed",
-        "_slow",
-        "_closers",
-        "_records",
         "_admission",
+        "_cancelling",
+        "_closed",
+        "_closers",
+        "_holds",
+        "_name",
+        "_records",
+        "_slow",
         "_warn_after",
         "_warned_since",
-        "_cancelling",
     )
 
     def __init__(
@@ -408,7 +408,9 @@ class Gate:
                 if self._warned_since is None:
                     self._warned_since = started
                 records = list(self._records)
-                _diagnostics._warn_slow_close(self._name, monotonic() - started, self.count, records)
+                _diagnostics._warn_slow_close(
+                    self._name, monotonic() - started, self.count, records
+                )
             if cancel_at is not None and now >= cancel_at:
                 cancel_at = None
                 self._cancelling = True
@@ -488,7 +490,7 @@ class GateGuard:
     # The gate's hold list while held, None once released.
     _holds: list[None] | None
 
-    def __new__(cls) -> GateGuard:
+    def __new__(cls) -> Self:
         raise TypeError("guards are made by Gate.enter() and GateGuard.clone()")
 
     def __repr__(self) -> str:
@@ -554,7 +556,7 @@ class GateGuard:
             raise RuntimeError(f"cannot clone {self!r}: it has been released")
         return self._gate._adopt(holds, name, cancellable)
 
-    def __enter__(self) -> GateGuard:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -573,7 +575,7 @@ class GateGuard:
                 gate._after_release()
         return None
 
-    async def __aenter__(self) -> GateGuard:
+    async def __aenter__(self) -> Self:
         return self.__enter__()
 
     async def __aexit__(
@@ -642,7 +644,7 @@ class _CancellableGuard(_NamedGuard):
     def cancelled_caught(self) -> bool:
         return self._cancellable_record().cancelled_caught
 
-    def __enter__(self) -> GateGuard:
+    def __enter__(self) -> Self:
         record = self._cancellable_record()
         if record.scope is not None:
             raise RuntimeError(f"{self!r} is already in use as a context manager")
@@ -698,7 +700,9 @@ def _check_seconds(argument: str, seconds: object) -> float | None:
     if seconds is None:
         return None
     if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-        raise TypeError(f"{argument} must be a number of seconds or None, not {type(seconds).__name__}")
+        raise TypeError(
+            f"{argument} must be a number of seconds or None, not {type(seconds).__name__}"
+        )
     if math.isnan(seconds) or seconds < 0:
         raise ValueError(f"{argument} must be a number of seconds >= 0, not {seconds}")
     return float(seconds)

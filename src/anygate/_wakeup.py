@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from threading import Thread, get_ident
 
 import anyio
@@ -11,7 +12,7 @@ import anyio.lowlevel
 class Wakeup:
     """A task waiting in its event loop, and the way to wake it from any thread."""
 
-    __slots__ = ("event", "_loop", "_woken")
+    __slots__ = ("_loop", "_woken", "event")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
@@ -27,7 +28,7 @@ class Wakeup:
 class LoopRef:
     """The event loop running in this thread, callable from any other thread."""
 
-    __slots__ = ("_token", "_thread")
+    __slots__ = ("_thread", "_token")
 
     def __init__(self) -> None:
         self._token = anyio.lowlevel.current_token()
@@ -42,13 +43,11 @@ class LoopRef:
         # blocks until the event loop runs the call: a caller that the event loop
         # itself is waiting for (in Thread.join, say) would deadlock. So a helper
         # thread does the waiting.
-        try:
+        # A RuntimeError means interpreter shutdown: no event loop is left to call.
+        with suppress(RuntimeError):
             Thread(target=self._call_from_helper, args=(func,), daemon=True).start()
-        except RuntimeError:
-            pass  # interpreter shutdown: no event loop is left to call
 
     def _call_from_helper(self, func: Callable[[], object]) -> None:
-        try:
+        # A RunFinishedError means the event loop has ended: nothing is left to call.
+        with suppress(anyio.RunFinishedError):
             anyio.from_thread.run_sync(func, token=self._token)
-        except anyio.RunFinishedError:
-            pass  # the event loop has ended; nothing is left to call
