@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import ast
 import gc
-import itertools
 import sys
 import threading
 from pathlib import Path
@@ -438,19 +437,27 @@ class TestThreads:
 
     async def test_threads_racing_a_close(self) -> None:
         gate = Gate()
+        cycles = 100_000
         closed_at_zero = threading.Event()
-        churning = threading.Event()
+        halfway = [threading.Event() for _ in range(4)]
+        # Holds every thread at halfway, so that the close lands while all churn.
+        go = threading.Event()
         admitted_late: list[GateGuard] = []
+        refused = [0] * 4
         errors: list[BaseException] = []
 
-        def churn(cloning: bool) -> None:
+        def churn(index: int) -> None:
+            cloning = index % 2 == 1
             try:
-                for cycle in itertools.count():
-                    if cycle == 1000:
-                        churning.set()
+                for cycle in range(cycles):
+                    if cycle == cycles // 2:
+                        halfway[index].set()
+                        go.wait()
                     guard = gate.try_enter()
                     if guard is None:
-                        return
+                        refused[index] += 1
+                        continue
+                    # Held now: if close() has already returned, this was admitted late.
                     if closed_at_zero.is_set():
                         admitted_late.append(guard)
                     if cloning:
@@ -459,7 +466,11 @@ class TestThreads:
             except BaseException as exc:  # pragma: no cover - reported below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=churn, args=(i % 2 == 1,)) for i in range(4)]
+        def wait_halfway() -> None:
+            for event in halfway:
+                event.wait()
+
+        threads = [threading.Thread(target=churn, args=(i,)) for i in range(4)]
         # Switch threads as often as the interpreter allows, to hit the windows
         # between one step of a hold and the next.
         interval = sys.getswitchinterval()
@@ -467,16 +478,20 @@ class TestThreads:
         for thread in threads:
             thread.start()
         try:
-            await anyio.to_thread.run_sync(churning.wait)
+            await anyio.to_thread.run_sync(wait_halfway)
+            go.set()
             await gate.close()
             closed_at_zero.set()
         finally:
+            go.set()
             for thread in threads:
                 thread.join()
             sys.setswitchinterval(interval)
         assert errors == []
         assert admitted_late == []
         assert gate.count == 0
+        # The close landed mid-churn: every thread was refused in the end.
+        assert all(0 < count <= cycles // 2 for count in refused), refused
 
 
 class TestIsolation:

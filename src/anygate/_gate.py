@@ -369,10 +369,18 @@ class Gate:
         and a later ``close()`` waits again. To bound the whole wait, wrap it in
         :func:`anyio.fail_after` or :func:`anyio.move_on_after`.
 
+        A task that awaits the close of a gate it holds itself would wait
+        forever. Inside the block of a guard entered with ``cancellable=True``
+        this is detected, and the await raises :exc:`RuntimeError` (the gate
+        stays closed). Other holds do not record their task, to stay cheap: the
+        slow-close warning then names the task awaiting the close.
+
         :param grace: seconds to wait before cancelling cancellable holders, or
             ``None`` to never cancel them
         :raises TypeError: if ``grace`` is not a number
         :raises ValueError: if ``grace`` is negative or NaN
+        :raises RuntimeError: when awaited inside the block of a cancellable
+            guard on this gate
         """
         grace = _check_seconds("grace", grace)
         self._closed = True
@@ -383,6 +391,7 @@ class Gate:
 
     async def _drained(self, grace: float | None) -> None:
         if self._holds:
+            self._check_not_held_by_closer()
             closer = Wakeup()
             # Register before looking at the count, so that the last release
             # either sees this closer or happens before the look.
@@ -409,7 +418,11 @@ class Gate:
                     self._warned_since = started
                 records = list(self._records)
                 _diagnostics._warn_slow_close(
-                    self._name, monotonic() - started, self.count, records
+                    self._name,
+                    monotonic() - started,
+                    self.count,
+                    records,
+                    anyio.get_current_task().name,
                 )
             if cancel_at is not None and now >= cancel_at:
                 cancel_at = None
@@ -425,6 +438,20 @@ class Gate:
         if self._warned_since is not None:
             _diagnostics._log_close_completed(self._name, monotonic() - self._warned_since)
             self._warned_since = None
+
+    def _check_not_held_by_closer(self) -> None:
+        # Only blocks of cancellable guards know their task; other holds are
+        # named, if at all, by the slow-close warning.
+        if not self._records:
+            return
+        task = anyio.get_current_task().id
+        for record in list(self._records):
+            if isinstance(record, _CancellableRecord) and record.task == task:
+                holder = "an unnamed guard" if record.name is None else repr(record.name)
+                raise RuntimeError(
+                    f"close() of {self._describe()} awaited inside the block of "
+                    f"{holder} that holds it: it would wait for itself forever"
+                )
 
     def reopen(self) -> None:
         """Admit entries again after a completed close.
@@ -658,6 +685,7 @@ class _CancellableGuard(_NamedGuard):
                 "a cancellable guard must be used in a thread running an event loop"
             ) from exc
         record.scope = scope
+        record.task = anyio.get_current_task().id
         if self._gate._cancelling:
             scope.cancel()
         return self
@@ -674,6 +702,7 @@ class _CancellableGuard(_NamedGuard):
             self.release()
             return False
         record.scope = None
+        record.task = None
         try:
             caught = bool(scope.__exit__(exc_type, exc_val, exc_tb))
         finally:
