@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 BACKEND ?= asyncio
 BENCH_ARGS ?= --fast
 
-.PHONY: check test typecheck lint verifytypes demo bench clean
+.PHONY: check test typecheck lint verifytypes demo bench dist matrix clean
 
 $(VENV)/.test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.test
@@ -23,18 +23,19 @@ test: $(VENV)/.test
 	$(PY) -m pytest
 
 # The stubs hide the inline types from mypy, so each is checked on its own;
-# stubtest then proves the two agree.
+# stubtest then proves the two agree, and stub_docs that their docstrings do.
 typecheck: $(VENV)/.test
 	$(PY) -m mypy src/anygate
 	MYPYPATH=stubs $(PY) -m mypy tests examples
 	MYPYPATH=stubs $(PY) -m mypy.stubtest anygate
+	$(PY) tools/stub_docs.py --check
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 # What users install is the wheel, with the stubs inside: check that, in a
-# virtual environment of its own, for 100% type completeness.
+# virtual environment of its own, for 100% type completeness and documentation.
 WHEEL_ENV := build/verify
 verifytypes: $(VENV)/.test
 	rm -rf $(WHEEL_ENV)
@@ -42,7 +43,9 @@ verifytypes: $(VENV)/.test
 	$(PYTHON) -m venv $(WHEEL_ENV)/venv
 	$(WHEEL_ENV)/venv/bin/python -m pip install --quiet $(WHEEL_ENV)/dist/*.whl
 	cd $(WHEEL_ENV) && VIRTUAL_ENV=$(CURDIR)/$(WHEEL_ENV)/venv PATH=$(CURDIR)/$(WHEEL_ENV)/venv/bin:$$PATH \
-		$(CURDIR)/$(VENV)/bin/basedpyright --verifytypes anygate --ignoreexternal
+		$(CURDIR)/$(VENV)/bin/basedpyright --verifytypes anygate --ignoreexternal --outputjson \
+		> $(CURDIR)/$(WHEEL_ENV)/types.json || true
+	$(PY) tools/check_type_report.py $(WHEEL_ENV)/types.json
 
 demo: $(VENV)/.test
 	$(PY) examples/graceful_server.py --backend $(BACKEND)
@@ -50,5 +53,24 @@ demo: $(VENV)/.test
 bench: $(VENV)/.bench
 	$(PY) benchmarks/bench.py $(BENCH_ARGS)
 
+dist: $(VENV)/.test
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
+
+# The test suite on each supported Python, each in its own environment with the
+# wheel installed. One pyenv interpreter of each version goes on the PATH, where
+# nox looks for python3.X; a version missing there is reported, loudly, as not tested.
+MATRIX := build/matrix
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
+MATRIX_BINS := $(foreach v,3.10 3.11 3.12 3.13,$(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin))))
+empty :=
+space := $(empty) $(empty)
+matrix: $(VENV)/.test
+	rm -rf $(MATRIX)
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(MATRIX) .
+	PATH=$(subst $(space),:,$(MATRIX_BINS)):$$PATH $(VENV)/bin/nox --report $(MATRIX)/report.json; \
+		status=$$?; $(PY) tools/matrix_summary.py $(MATRIX)/report.json; exit $$status
+
 clean:
-	rm -rf $(VENV) dist build .mypy_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) dist build .mypy_cache .pytest_cache .hypothesis .nox

@@ -124,7 +124,8 @@ class Gate:
     def enter(self, name: str | None = None, *, cancellable: bool = False) -> GateGuard:
         """Hold the gate until the returned guard is released.
 
-        Never waits and never yields to the event loop.
+        Never waits and never yields to the event loop: it is not a checkpoint,
+        so cancellation cannot interrupt it. Safe to call from any thread.
 
         :param name: names the holder: :meth:`holders` lists it, and a slow
             :meth:`close` logs it. Unnamed holds are only counted, which is faster.

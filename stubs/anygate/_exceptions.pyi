@@ -1,3 +1,4 @@
 from anyio import ClosedResourceError
 
-class GateClosed(ClosedResourceError): ...
+class GateClosed(ClosedResourceError):
+    """Raised when trying to enter a gate that is closed."""
