@@ -20,7 +20,8 @@ FROM_THE_WHEEL = (
 )
 
 nox.options.sessions = ["tests"]
-nox.options.reuse_existing_virtualenvs = True
+# A fresh environment each run: a reused one would keep a stale wheel of the same version.
+nox.options.reuse_existing_virtualenvs = False
 
 
 @nox.session(python=PYTHONS)

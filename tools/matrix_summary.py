@@ -1,6 +1,6 @@
-"""Print which Pythons ``make matrix`` tested, loudly naming any it could not.
+"""Print which Pythons ``make matrix`` tested, loudly naming any it did not.
 
-python tools/matrix_summary.py build/matrix/report.json
+    python tools/matrix_summary.py build/matrix/report.json
 """
 
 from __future__ import annotations
@@ -12,21 +12,19 @@ import sys
 def main(report_path: str) -> int:
     with open(report_path) as report:
         sessions = json.load(report)["sessions"]
-    print("\nmake matrix, the test suite against the installed wheel:")
-    skipped = []
+    print("\nmake matrix: the test suite against the installed wheel")
+    untested = []
     for session in sessions:
-        print(
-            f"  Python {session['args']['python'] if 'args' in session else session['name']}: "
-            f"{session['result']}"
-        )
+        name = session["signatures"][0] if session["signatures"] else session["name"]
+        print(f"  {name}: {session['result']}")
         if session["result"] != "success":
-            skipped.append(session)
-    for session in skipped:
-        banner = "!" * 72
-        print(
-            f"\n{banner}\n!! {session['name']}: {session['result'].upper()}, "
-            f"{session.get('reason') or 'see the log above'}\n!! NOT TESTED\n{banner}"
-        )
+            untested.append((name, session))
+    banner = "!" * 72
+    for name, session in untested:
+        result = session["result"].upper()
+        reason = session.get("reason") or "see its log above"
+        verdict = "NOT TESTED" if session["result"] == "skipped" else "TESTS DID NOT PASS"
+        print(f"\n{banner}\n!! {name} {result}, {verdict}: {reason}\n{banner}")
     return 0
 
 
