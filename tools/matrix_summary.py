@@ -1,6 +1,6 @@
 """Print which Pythons ``make matrix`` tested, loudly naming any it did not.
 
-    python tools/matrix_summary.py build/matrix/report.json
+python tools/matrix_summary.py build/matrix/report.json
 """
 
 from __future__ import annotations
