@@ -165,15 +165,21 @@ class GateModel(RuleBasedStateMachine):
             with pytest.raises(anyio.WouldBlock), self.gate:
                 pass
         else:
-            with self.gate:
-                assert self.gate.count == self.count + 1
+
+            def hold() -> None:
+                with self.gate:
+                    assert self.gate.count == self.count + 1
+
+            # In the event loop's thread, so that the wakeups it causes are done
+            # by the time the loop settles (threads are tested in test_gate.py).
+            self.call(hold)
             self.admit_waiters()
 
     @precondition(lambda self: self.held)
     @rule(data=st.data())
     def release(self, data: st.DataObject) -> None:
         guard = self.held.pop(data.draw(st.integers(0, len(self.held) - 1)))
-        guard.release()
+        self.call(guard.release)
         self.released.append(guard)
         self.admit_waiters()
 
