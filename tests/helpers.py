@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from anyio import CancelScope
 
 from anygate import Gate
+
+#: Every backend the tests run on: the ``anyio_backend`` fixture's parameters,
+#: and the parameters of tests that start their own event loops.
+BACKENDS = [
+    pytest.param(("asyncio", {}), id="asyncio"),
+    pytest.param(("asyncio", {"use_uvloop": True}), id="asyncio+uvloop"),
+    pytest.param(("trio", {}), id="trio"),
+]
 
 
 class Closer:

@@ -20,7 +20,7 @@ import pytest
 from anyio import CancelScope, create_task_group, wait_all_tasks_blocked
 
 from anygate import Gate
-from helpers import Closer, private
+from helpers import BACKENDS, Closer, private
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -268,12 +268,6 @@ def default_interrupt_handler() -> Iterator[None]:
 INTERRUPTED = (
     (KeyboardInterrupt,) if sys.version_info >= (3, 11) else (KeyboardInterrupt, CancelledError)
 )
-
-BACKENDS = [
-    pytest.param(("asyncio", {}), id="asyncio"),
-    pytest.param(("asyncio", {"use_uvloop": True}), id="asyncio+uvloop"),
-    pytest.param(("trio", {}), id="trio"),
-]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -29,14 +29,17 @@ from hypothesis.stateful import (
 )
 
 from anygate import Gate, GateClosed, GateGuard
+from helpers import BACKENDS
 
 TIMEOUT = 5
 
-BACKENDS = [
-    pytest.param(("asyncio", {}), id="asyncio"),
-    pytest.param(("asyncio", {"use_uvloop": True}), id="asyncio+uvloop"),
-    pytest.param(("trio", {}), id="trio"),
-]
+
+def call(portal: BlockingPortal, func: Callable[[], Any]) -> Any:
+    """Run ``func`` in the portal's event loop and return its result.
+
+    Bounded, so that a hang fails the example and Hypothesis can shrink it.
+    """
+    return portal.start_task_soon(func).result(timeout=TIMEOUT)
 
 
 class Task:
@@ -68,14 +71,14 @@ class Task:
     def cancel(self) -> None:
         scope = self.scope
         assert scope is not None, "the task has not started"
-        self.portal.start_task_soon(scope.cancel).result(timeout=TIMEOUT)
+        call(self.portal, scope.cancel)
 
 
 class Block:
     """A task holding a cancellable guard in a ``with`` block until told to stop."""
 
     def __init__(self, portal: BlockingPortal, gate: Gate) -> None:
-        self.stop = portal.start_task_soon(anyio.Event).result(timeout=TIMEOUT)
+        self.stop = call(portal, anyio.Event)
         self.guard: GateGuard | None = None
 
         async def hold() -> None:
@@ -111,8 +114,7 @@ class GateModel(RuleBasedStateMachine):
         return len(self.held) + len(self.blocks)
 
     def call(self, func: Callable[[], Any]) -> Any:
-        # Bounded, so that a hang fails the example and Hypothesis can shrink it.
-        return self.portal.start_task_soon(func).result(timeout=TIMEOUT)
+        return call(self.portal, func)
 
     def settle(self) -> None:
         self.call(anyio.wait_all_tasks_blocked)
