@@ -6,9 +6,10 @@ and long-polls that would wait forever. A background flush runs under the gate
 too. Once the first wave is in, the server closes the gate with a grace period:
 
 - a second wave of clients, arriving during the drain, is refused;
-- the slow requests and the flush finish on their own;
-- the gate logs a warning naming the stragglers;
+- the flush finishes on its own, within the grace period;
 - when the grace period is over, the long-polls are cancelled;
+- the slow requests outlive the grace, so the gate logs a warning naming them,
+  and each logs that it kept the gate from closing;
 - the server stops only when the last holder has let go.
 
 Run it with ``make demo`` (``BACKEND=trio make demo`` for trio).
@@ -29,9 +30,9 @@ from anygate import Gate, GateClosed
 
 FIRST_WAVE = 40
 LATE_WAVE = 10
-SLOW_SECONDS = 0.3
+SLOW_SECONDS = 0.8
 FLUSH_SECONDS = 0.2
-GRACE_SECONDS = 0.6
+GRACE_SECONDS = 0.3
 WARN_AFTER_SECONDS = 0.1
 STARTED = time.monotonic()
 

@@ -159,7 +159,7 @@ class TestCancelledAtEachAwait:
             tg.start_soon(closer.run)
             tg.start_soon(cancel_after, checkpoints, closer.scope)
         assert gate.closed
-        assert private(gate)._closers == []
+        assert private(gate)._closing.waiters == []
         await gate.close()
 
     async def test_close_of_a_held_gate(self, checkpoints: int) -> None:
@@ -170,7 +170,7 @@ class TestCancelledAtEachAwait:
             tg.start_soon(closer.run)
             tg.start_soon(cancel_after, checkpoints, closer.scope)
         assert closer.cancelled
-        assert private(gate)._closers == []
+        assert private(gate)._closing.waiters == []
         assert gate.count == 1
         guard.release()
         await gate.close()
@@ -195,8 +195,7 @@ class TestCancelledAtEachAwait:
                 await wait_all_tasks_blocked()
                 holder.release()
         assert gate.count == 0
-        assert private(gate)._admission is not None
-        assert not private(gate)._admission._waiters
+        assert gate.statistics().tasks_waiting == 0
         # The slot is free again, for whoever comes next.
         gate.enter().release()
 
@@ -210,7 +209,7 @@ class TestCloseFromAHolder:
             ):
                 await gate.close()
             assert gate.closed
-            assert private(gate)._closers == []
+            assert private(gate)._closing.waiters == []
         await gate.close()
         assert gate.count == 0
 

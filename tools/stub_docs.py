@@ -73,7 +73,10 @@ def rewrite(source: str, edits: list[tuple[Definition, str]]) -> str:
             head = line[: first.col_offset].rstrip()
             lines[first.lineno - 1 : end] = [head, *render(doc, indent)]
         else:
-            lines[first.lineno - 1 : first.lineno - 1] = render(doc, indent)
+            # Above the first statement, or above its decorators if it has any.
+            decorators = getattr(first, "decorator_list", [])
+            top = min([first.lineno, *(d.lineno for d in decorators)])
+            lines[top - 1 : top - 1] = render(doc, indent)
     return "\n".join(lines) + "\n"
 
 

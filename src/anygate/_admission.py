@@ -1,130 +1,79 @@
+"""A first-come, first-served line of tasks waiting for room under a limit."""
+
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Generator
-from threading import Lock
-from types import TracebackType
-from typing import TYPE_CHECKING
 
-import anyio
-import anyio.lowlevel
 from typing_extensions import final
 
 from ._wakeup import Wakeup
 
-if TYPE_CHECKING:
-    from ._gate import Gate, GateGuard
-
-
-class _Admission:
-    """The limit of a bounded gate, and its queue of tasks waiting for room.
-
-    Only bounded gates have one, so a lock here costs the unbounded path nothing.
-    """
-
-    __slots__ = ("_lock", "_waiters", "limit")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._lock = Lock()
-        self._waiters: deque[_Waiter] = deque()
-
-    def has_room(self, holds: list[None]) -> bool:
-        """Whether a hold just counted in ``holds`` may stay.
-
-        Queued waiters come first, so an entry is refused while any wait.
-        """
-        with self._lock:
-            return len(holds) <= self.limit and not self._waiters
-
-    def admit_waiters(self, holds: list[None]) -> None:
-        """Count a hold for each waiter there is now room for, oldest first."""
-        with self._lock:
-            while self._waiters and len(holds) < self.limit:
-                waiter = self._waiters.popleft()
-                holds.append(None)
-                waiter.admitted = True
-                waiter.wakeup.wake()
-
-    def fail_waiters(self) -> None:
-        with self._lock:
-            waiters = list(self._waiters)
-            self._waiters.clear()
-        for waiter in waiters:
-            waiter.wakeup.wake()
-
-    async def wait(self, gate: Gate, holds: list[None]) -> None:
-        """Wait in line until a hold is counted for this task.
-
-        :raises GateClosed: if the gate is closed before there is room
-        """
-        waiter = _Waiter()
-        with self._lock:
-            if gate.closed:
-                raise gate._closed_error()
-            if not self._waiters and len(holds) < self.limit:
-                holds.append(None)
-                return
-            self._waiters.append(waiter)
-        try:
-            await waiter.wakeup.event.wait()
-        except BaseException:
-            with self._lock:
-                admitted = waiter.admitted
-                if not admitted:
-                    self._waiters.remove(waiter)
-            if admitted:
-                gate._leave()
-            raise
-        if not waiter.admitted:
-            raise gate._closed_error()
-
-
-class _Waiter:
-    __slots__ = ("admitted", "wakeup")
-
-    def __init__(self) -> None:
-        self.wakeup = Wakeup()
-        self.admitted = False
+#: What became of a waiter. Only the owner of the line moves a waiter on.
+WAITING, ADMITTED, REFUSED, LEFT = "waiting", "admitted", "refused", "left"
 
 
 @final
-class Acquisition:
-    """What :meth:`Gate.acquire` returns: await it, or use it with ``async with``."""
+class Waiter:
+    """A task in line, made in that task so that its wakeup belongs to its loop."""
 
-    __slots__ = ("_gate", "_guard", "_name")
+    __slots__ = ("state", "wakeup")
 
-    def __init__(self, gate: Gate, name: str | None) -> None:
-        self._gate = gate
-        self._name = name
-        self._guard: GateGuard | None = None
-
-    def __await__(self) -> Generator[object, None, GateGuard]:
-        return _acquire(self._gate, self._name).__await__()
-
-    async def __aenter__(self) -> GateGuard:
-        self._guard = await _acquire(self._gate, self._name)
-        return self._guard
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        if self._guard is not None:
-            self._guard.release()
+    def __init__(self) -> None:
+        self.wakeup = Wakeup()
+        self.state = WAITING
 
 
-async def _acquire(gate: Gate, name: str | None) -> GateGuard:
-    admission = gate._admission
-    await anyio.lowlevel.checkpoint_if_cancelled()
-    try:
-        guard = gate.enter(name)
-    except anyio.WouldBlock:
-        assert admission is not None
-        holds = gate._holds
-        await admission.wait(gate, holds)
-        return gate._adopt(holds, name)
-    await anyio.lowlevel.cancel_shielded_checkpoint()
-    return guard
+@final
+class Admission:
+    """The limit of a bounded gate, and the tasks waiting in line for room.
+
+    It knows nothing of what it admits to: the owner counts the holds, passes the
+    count in, and serialises every call that changes the line (under its lock).
+    ``has_room`` alone may be called without that lock.
+    """
+
+    __slots__ = ("_line", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._line: deque[Waiter] = deque()
+
+    def __len__(self) -> int:
+        return len(self._line)
+
+    def has_room(self, count: int) -> bool:
+        """Whether ``count`` holds, one just counted among them, fit the limit.
+
+        Waiters in line come first, so nobody may pass them.
+        """
+        return count <= self.limit and not self._line
+
+    def join(self, waiter: Waiter) -> None:
+        self._line.append(waiter)
+
+    def leave(self, waiter: Waiter) -> None:
+        """Take a waiting ``waiter`` out of line."""
+        if waiter.state == WAITING:
+            self._line.remove(waiter)
+            waiter.state = LEFT
+
+    def admit(self, count: int) -> list[Waiter]:
+        """Admit waiters, oldest first, while ``count`` holds leave room.
+
+        The owner must count one hold for each waiter returned, then wake it.
+        """
+        admitted: list[Waiter] = []
+        line = self._line
+        while line and count + len(admitted) < self.limit:
+            waiter = line.popleft()
+            waiter.state = ADMITTED
+            admitted.append(waiter)
+        return admitted
+
+    def refuse_all(self) -> list[Waiter]:
+        """Empty the line: the owner wakes each waiter returned to be refused."""
+        refused = list(self._line)
+        self._line.clear()
+        for waiter in refused:
+            waiter.state = REFUSED
+        return refused

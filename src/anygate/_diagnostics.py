@@ -1,17 +1,21 @@
+"""What a gate tells about itself: holder records, statistics and log records."""
+
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from time import monotonic
 from typing import NamedTuple, cast
 
-from anyio import CancelScope
+from anyio import CancelScope, current_time
+from typing_extensions import final
 
 from ._wakeup import LoopRef
 
 _logger = logging.getLogger("anygate")
 
-#: How many _holders a slow-close warning lists at the most.
+#: How many holders a slow-close warning lists at the most.
 _MAX_LISTED = 20
 
 
@@ -19,10 +23,34 @@ class Holder(NamedTuple):
     """A named holder of a gate, as :meth:`Gate.holders` reports it."""
 
     #: The name given to :meth:`Gate.enter`, :meth:`Gate.acquire`,
-    #: :meth:`Gate.start_soon` or :meth:`GateGuard.clone`.
+    #: :meth:`Gate.start_soon`, :meth:`Gate.start` or :meth:`GateGuard.clone`;
+    #: for a child gate, ``"gate 'its name'"``.
     name: str
     #: Seconds since the holder entered.
     held_for: float
+
+
+@final
+@dataclass(frozen=True)
+class GateStatistics:
+    """A snapshot of a gate, as :meth:`Gate.statistics` returns it."""
+
+    #: Holds in progress, as :attr:`Gate.count`.
+    count: int
+    #: Whether the gate is closed, as :attr:`Gate.closed`.
+    closed: bool
+    #: The gate's limit, or ``None``.
+    limit: int | None
+    #: Tasks waiting in :meth:`Gate.acquire` for room.
+    tasks_waiting: int
+    #: The named holders, oldest first, as :meth:`Gate.holders` lists them.
+    holders: tuple[Holder, ...]
+    #: Open child gates (see the ``parent`` argument of :class:`Gate`).
+    children: int
+    #: Entries refused since the gate was created, closed or at its limit.
+    refused: int
+    #: Seconds from the close to the drain of the last close that drained.
+    last_close_duration: float | None
 
 
 class _Record:
@@ -34,6 +62,17 @@ class _Record:
     since: float
 
 
+class _ChildRecord(_Record):
+    """The hold of a child gate on its parent, which can list the child's holders."""
+
+    __slots__ = ("holders",)
+
+    def __init__(self, name: str, holders: Callable[[], list[Holder]]) -> None:
+        self.name = name
+        self.since = monotonic()
+        self.holders = holders
+
+
 class _CancellableRecord(_Record):
     """A record of a guard entered with ``cancellable=True``."""
 
@@ -42,17 +81,31 @@ class _CancellableRecord(_Record):
     def __init__(self, name: str | None) -> None:
         self.name = name
         self.since = monotonic()
-        # Set while the guard's block runs, so that close(grace=) can end it.
+        # Set while the guard's block runs, so that a close can end it.
         self.scope: CancelScope | None = None
         self.loop: LoopRef | None = None
-        # The id of the task running the block, to catch that task closing the gate.
+        # The task running the block: to catch it closing the gate, or leaving
+        # the block in another task.
         self.task: int | None = None
         self.cancelled_caught = False
 
-    def cancel(self) -> None:
+    def escalate(self, deadline: float, reason: str) -> None:
+        """Have the block cancelled at ``deadline``, from any thread."""
         scope, loop = self.scope, self.loop
         if scope is not None and loop is not None:
-            loop.call(scope.cancel)
+            loop.call(self.escalate_here, scope, deadline, reason)
+
+    def escalate_here(self, scope: CancelScope, deadline: float, reason: str) -> None:
+        """:meth:`escalate`, in the block's own event loop thread."""
+        if self.scope is not scope:
+            return  # the block has ended
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            scope.cancel(reason)
+        else:
+            # The scope carries the deadline itself: it fires whether or not any
+            # task awaits the drain.
+            scope.deadline = min(scope.deadline, current_time() + remaining)
 
 
 # Bypassing __init__ is the cheapest way to build a _Record; set both slots.
@@ -68,22 +121,40 @@ def _holders(records: Iterable[_Record]) -> list[Holder]:
     return [Holder(r.name, now - r.since) for r in records if r.name is not None]
 
 
-def _warn_slow_close(
-    gate_name: str | None, waited: float, count: int, records: Iterable[_Record], closer: str | None
-) -> None:
-    named = _holders(records)
-    listed = ", ".join(f"{h.name!r} ({h.held_for:.3f}s)" for h in named[:_MAX_LISTED])
+def _listing(records: Iterable[_Record]) -> str:
+    now = monotonic()
+    named = [r for r in records if r.name is not None]
+    parts = []
+    for record in named[:_MAX_LISTED]:
+        part = f"{record.name!r} ({now - record.since:.3f}s)"
+        if isinstance(record, _ChildRecord):
+            inner = record.holders()
+            listed = ", ".join(f"{h.name!r} ({h.held_for:.3f}s)" for h in inner[:_MAX_LISTED])
+            part += f" held by {listed}" if inner else " held by unnamed holders"
+        parts.append(part)
     if len(named) > _MAX_LISTED:
-        listed += f", and {len(named) - _MAX_LISTED} more"
-    # An unnamed hold in the closing task itself cannot be seen, only suspected.
+        parts.append(f"and {len(named) - _MAX_LISTED} more")
+    return ", ".join(parts)
+
+
+def _warn_slow_close(
+    gate_name: str | None,
+    waited: float,
+    count: int,
+    records: Iterable[_Record],
+    closer: str | None,
+    closer_may_hold: bool,
+) -> None:
+    listed = _listing(records)
     _logger.warning(
-        "closing %s is taking longer than expected: waited %.3fs, %d still held%s; "
-        "close() is awaited in task %r, which waits forever if it holds the gate itself",
+        "closing %s is taking longer than expected: waited %.3fs, %d still held%s%s",
         _describe(gate_name),
         waited,
         count,
-        f"; named holders, oldest first: {listed}" if named else "; none of them named",
-        closer,
+        f"; named holders, oldest first: {listed}" if listed else "; none of them named",
+        f"; close() is awaited in task {closer!r}, which waits forever if it holds the gate itself"
+        if closer_may_hold
+        else "",
     )
 
 

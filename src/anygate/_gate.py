@@ -2,21 +2,29 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine
-from functools import wraps
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from threading import Lock
 from time import monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskGroup
 from typing_extensions import ParamSpec, Self, TypeVarTuple, Unpack, final
 
 from . import _diagnostics, _tasks
-from ._admission import Acquisition, _Admission
-from ._diagnostics import Holder, _CancellableRecord, _new_record, _Record
+from ._admission import ADMITTED, REFUSED, Admission, Waiter
+from ._closing import Closing
+from ._diagnostics import (
+    GateStatistics,
+    Holder,
+    _CancellableRecord,
+    _ChildRecord,
+    _new_record,
+    _Record,
+)
 from ._exceptions import GateClosed
+from ._tasks import TaskStarter
 from ._wakeup import LoopRef, Wakeup
 
 _T = TypeVar("_T")
@@ -37,8 +45,8 @@ class Gate:
     Each unit of work that uses a shared object (a tenant, a pool, files on disk)
     holds the gate while it uses the object: ``with gate:`` for a block, or a
     :class:`GateGuard` from :meth:`enter` when the hold outlives a block.
-    Shutdown calls :meth:`close`, which refuses every new entry at once and returns
-    when the last holder has let go. After that, nothing is using the object.
+    Shutdown closes the gate, which refuses every new entry at once, and waits
+    until the last holder has let go. After that, nothing is using the object.
 
     :meth:`enter` and ``with gate:`` never wait and never yield to the event loop:
     they succeed at once or raise. To wait for room on a bounded gate, use
@@ -47,57 +55,97 @@ class Gate:
     A gate needs no running event loop to be created, and it is not tied to one:
     the same gate can serve successive :func:`anyio.run` calls on any backend.
 
+    A gate can have a parent: the child holds its parent while it is open, so the
+    parent cannot finish closing before the child has; closing the parent closes
+    the child with the same grace. Holds on the child do not count on the parent.
+
     Thread safety: entering, releasing and cloning may be done from any thread,
     including threads that anyio did not start; a last release in a thread wakes
-    :meth:`close` in its own event loop. On a gate without a limit, no lock is
-    taken on these paths.
+    the tasks awaiting the drain in their own event loops, without blocking and
+    without starting a thread. On a gate without a limit, open or closed, these
+    paths take no lock.
 
     :param name: names the gate in errors, log records and ``repr()``
+    :param parent: a gate that this one holds while it is open
     :param limit: the most holds admitted at once, or ``None`` for no limit;
         clones are not limited, since they are part of work already admitted
-    :param warn_after: seconds :meth:`close` waits before it logs a warning that
-        names the holders keeping the gate open, or ``None`` for no warning
+    :param warn_after: seconds a close may take, after its grace if it has one,
+        before the task awaiting it logs a warning that names the holders keeping
+        the gate open; ``None`` for no warning
+    :param fast_acquire: if true, :meth:`acquire` does not checkpoint when there
+        is room: faster in a tight loop, but such a loop of acquires never lets
+        other tasks run or notices cancellation while the gate has room
+    :raises GateClosed: if ``parent`` is closed
+    :raises anyio.WouldBlock: if ``parent`` is at its limit
     :raises TypeError: if an argument has the wrong type
     :raises ValueError: if ``limit`` is below 1, or ``warn_after`` is negative or NaN
     """
 
     __slots__ = (
+        "__weakref__",
         "_admission",
-        "_cancelling",
-        "_closed",
-        "_closers",
+        "_children",
+        "_closing",
+        "_closing_waiters",
+        "_dirty",
+        "_fast_acquire",
         "_holds",
+        "_last_close",
+        "_lock",
         "_name",
+        "_parent",
+        "_parent_guard",
         "_records",
+        "_refused",
         "_slow",
         "_warn_after",
-        "_warned_since",
     )
 
     def __init__(
-        self, name: str | None = None, *, limit: int | None = None, warn_after: float | None = 1.0
+        self,
+        name: str | None = None,
+        *,
+        parent: Gate | None = None,
+        limit: int | None = None,
+        warn_after: float | None = 1.0,
+        fast_acquire: bool = False,
     ) -> None:
         _check_name(name)
         _check_limit(limit)
+        if parent is not None and not isinstance(parent, Gate):
+            raise TypeError(f"parent must be a Gate or None, not {type(parent).__name__}")
         self._name = name
         # One item per hold: list.append and list.pop are atomic in CPython, which
         # makes len() an exact, lock-free counter for threads.
         self._holds: list[None] = []
-        self._closed = False
-        self._admission = None if limit is None else _Admission(limit)
+        # The close in progress or done, or None while open. Set before _slow.
+        self._closing: Closing | None = None
+        self._admission = None if limit is None else Admission(limit)
         # One flag for everything off the fast path (closed, or bounded), so that
         # an open unbounded gate pays a single test per entry and release.
         self._slow = self._admission is not None
-        self._closers: list[Wakeup] = []
+        # Guards the state changes of a close, a reopen and the line of waiters.
+        # Never held while calling out (waking, logging, releasing).
+        self._lock = Lock()
+        # Set by a release whose follow-up awaits the lock's holder (see _settle).
+        self._dirty = False
         # Named and cancellable holds, oldest first.
         self._records: dict[_Record, None] = {}
         self._warn_after = _check_seconds("warn_after", warn_after)
-        # When a close that has logged a slow-close warning started.
-        self._warned_since: float | None = None
-        self._cancelling = False
+        self._fast_acquire = bool(fast_acquire)
+        # Tasks in wait_closing().
+        self._closing_waiters: list[Wakeup] = []
+        self._children: dict[Gate, None] = {}
+        self._refused = 0
+        self._last_close: float | None = None
+        self._parent = parent
+        # The hold on the parent while open; set by the parent, under its lock.
+        self._parent_guard: GateGuard | None = None
+        if parent is not None:
+            parent._adopt_child(self)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "open" if self._closing is None else "closed"
         name = "" if self._name is None else f" {self._name!r}"
         return f"<Gate{name} {state}, count={len(self._holds)}>"
 
@@ -107,19 +155,26 @@ class Gate:
         return self._name
 
     @property
+    def parent(self) -> Gate | None:
+        """The gate this one was created under, or ``None``."""
+        return self._parent
+
+    @property
     def count(self) -> int:
         """How many holds are in progress: guards unreleased plus ``with`` blocks."""
         return len(self._holds)
 
     @property
     def closed(self) -> bool:
-        """``True`` from the moment :meth:`close` is called until :meth:`reopen`."""
-        return self._closed
+        """``True`` from the moment the gate is closed until :meth:`reopen`."""
+        return self._closing is not None
 
     @property
     def limit(self) -> int | None:
         """The most holds admitted at once, or ``None``."""
         return None if self._admission is None else self._admission.limit
+
+    # -- Entering ------------------------------------------------------------
 
     def enter(self, name: str | None = None, *, cancellable: bool = False) -> GateGuard:
         """Hold the gate until the returned guard is released.
@@ -127,74 +182,79 @@ class Gate:
         Never waits and never yields to the event loop: it is not a checkpoint,
         so cancellation cannot interrupt it. Safe to call from any thread.
 
+        A ``KeyboardInterrupt`` raised right after the hold is counted and before
+        the guard owns it leaks the hold: CPython may check for signals when the
+        counting call returns. The guard is built first, so that window is that
+        one check, which CPython's specialised bytecode skips once warm.
+
         :param name: names the holder: :meth:`holders` lists it, and a slow
-            :meth:`close` logs it. Unnamed holds are only counted, which is faster.
+            close logs it. Unnamed holds are only counted, which is faster.
         :param cancellable: when the guard is used with ``with`` or ``async with``,
-            :meth:`close` with a ``grace`` cancels the block once the grace period
-            is over; the block then ends like :func:`anyio.move_on_after`, and
-            :attr:`GateGuard.cancelled_caught` is set. It needs an event loop in
-            the calling thread.
+            a close's grace running out cancels the block; the block then ends
+            like :func:`anyio.move_on_after`, and :attr:`GateGuard.cancelled_caught`
+            is set. It needs an event loop in the calling thread.
         :return: a guard to :meth:`~GateGuard.release`, or to use with ``with``
         :raises GateClosed: if the gate is closed
         :raises anyio.WouldBlock: if the gate is at its limit, or tasks wait in
             :meth:`acquire`
         :raises TypeError: if ``name`` is neither a string nor ``None``
-        :raises RuntimeError: if ``cancellable`` is true and no event loop runs in
-            this thread
+        :raises anyio.NoEventLoopError: if ``cancellable`` is true and no event
+            loop runs in this thread
         """
         if cancellable:
             return self._enter_cancellable(name)
         holds = self._holds
         if name is None:
-            # Count first, then look at the flag: close() sets the flag before
-            # it looks at the count, so one of the two always sees the other.
-            holds.append(None)
-            if self._slow:
-                self._admit_or_leave()
             guard = _new_guard(GateGuard)
             guard._gate = self
+            # Count first, then look at the flag: a close sets the flag before
+            # it looks at the count, so one of the two always sees the other.
+            holds.append(None)
             guard._holds = holds
+            if self._slow:
+                self._admit(guard)
             return guard
         if name.__class__ is not str:
             _check_name(name)
-        # As above, with _adopt() inlined: this is the hot path of a named entry.
-        holds.append(None)
-        if self._slow:
-            self._admit_or_leave()
+        # As above, with a record: this is the hot path of a named entry.
         named = _new_named_guard(_NamedGuard)
         named._gate = self
-        named._holds = holds
         record = _new_record(_Record)
         record.name = name
         record.since = monotonic()
         named._record = record
+        holds.append(None)
+        named._holds = holds
+        if self._slow:
+            self._admit(named)
         self._records[record] = None
         return named
 
     def _enter_cancellable(self, name: str | None) -> GateGuard:
         _check_name(name)
-        try:
-            anyio.lowlevel.current_token()
-        except RuntimeError as exc:
-            raise RuntimeError(
-                "enter(cancellable=True) needs an event loop in the calling thread"
-            ) from exc
+        _require_loop("enter(cancellable=True)")
+        guard = self._new_named(_CancellableGuard, _CancellableRecord(name))
         holds = self._holds
         holds.append(None)
+        guard._holds = holds
         if self._slow:
-            self._admit_or_leave()
-        return self._adopt(holds, name, cancellable=True)
+            self._admit(guard)
+        self._records[guard._record] = None
+        return guard
 
-    def _adopt(self, holds: list[None], name: str | None, cancellable: bool = False) -> GateGuard:
+    def _new_named(self, cls: type[_NamedGuard], record: _Record) -> _NamedGuard:
+        guard = _new_named_guard(cls)
+        guard._gate = self
+        guard._record = record
+        return guard
+
+    def _adopt(self, holds: list[None], name: str | None, cancellable: bool) -> GateGuard:
         """Make the guard for a hold already counted in ``holds``."""
         if name is None and not cancellable:
             guard = _new_guard(GateGuard)
             guard._gate = self
             guard._holds = holds
             return guard
-        named = _new_named_guard(_CancellableGuard if cancellable else _NamedGuard)
-        named._gate = self
-        named._holds = holds
         record: _Record
         if cancellable:
             record = _CancellableRecord(name)
@@ -202,117 +262,54 @@ class Gate:
             record = _new_record(_Record)
             record.name = name
             record.since = monotonic()
-        named._record = record
+        named = self._new_named(_CancellableGuard if cancellable else _NamedGuard, record)
+        named._holds = holds
         self._records[record] = None
         return named
 
-    def _admit_or_leave(self) -> None:
-        if self._closed:
-            self._leave()
-            raise self._closed_error()
+    def _admit(self, guard: GateGuard) -> None:
+        """Keep the hold just counted for ``guard``, or give it back and raise."""
+        error = self._refusal()
+        if error is not None:
+            guard._holds = None
+            self._refuse()
+            raise error
+
+    def _refusal(self) -> Exception | None:
+        if self._closing is not None:
+            return self._closed_error()
         admission = self._admission
-        if admission is not None and not admission.has_room(self._holds):
-            self._leave()
-            raise anyio.WouldBlock(f"{self._describe()} is at its limit of {admission.limit}")
+        if admission is not None and not admission.has_room(len(self._holds)):
+            return anyio.WouldBlock(f"{self._describe()} is at its limit of {admission.limit}")
+        return None
+
+    def _refuse(self) -> None:
+        """Give back the hold of a refused entry."""
+        self._leave()
+        with self._lock:
+            self._refused += 1
 
     def try_enter(self, name: str | None = None, *, cancellable: bool = False) -> GateGuard | None:
         """Like :meth:`enter`, but return ``None`` where it would raise
         :exc:`GateClosed` or :exc:`anyio.WouldBlock`.
 
         :raises TypeError: if ``name`` is neither a string nor ``None``
-        :raises RuntimeError: if ``cancellable`` is true and no event loop runs in
-            this thread
+        :raises anyio.NoEventLoopError: if ``cancellable`` is true and no event
+            loop runs in this thread
         """
         try:
             return self.enter(name, cancellable=cancellable)
         except (GateClosed, anyio.WouldBlock):
             return None
 
-    def acquire(self, name: str | None = None) -> Acquisition:
-        """Hold the gate, waiting for room if it is at its limit.
-
-        ``guard = await gate.acquire()`` holds until ``guard.release()``;
-        ``async with gate.acquire() as guard:`` holds for the block. Waiters are
-        admitted first come, first served; on a gate without a limit there is
-        always room. This is a checkpoint.
-
-        Cancellation: a waiter that is cancelled holds nothing afterwards.
-
-        :param name: names the holder, as in :meth:`enter`
-        :raises GateClosed: if the gate is closed, or closes while this waits
-        :raises TypeError: if ``name`` is neither a string nor ``None``
-        """
-        _check_name(name)
-        return Acquisition(self, name)
-
-    def check(self) -> None:
-        """Raise if the gate is closed, so that long work can stop on its own.
-
-        :raises GateClosed: if the gate is closed
-        """
-        if self._closed:
-            raise self._closed_error()
-
-    def guarded(self, func: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
-        """Decorate an async function so that each call holds the gate throughout.
-
-        The gate is entered when the function is called, before the coroutine
-        is awaited, so a call on a closed gate raises :exc:`GateClosed` at once.
-        The hold ends when the call ends, however it ends.
-
-        :raises TypeError: if ``func`` is not callable
-        """
-        _tasks.check_callable(func, "guarded")
-
-        @wraps(func)
-        def call(*args: _P.args, **kwargs: _P.kwargs) -> Coroutine[Any, Any, _T]:
-            guard = self.enter()
-            try:
-                awaitable = func(*args, **kwargs)
-            except BaseException:
-                guard.release()
-                raise
-            return _tasks.hold_while(guard, awaitable)
-
-        return call
-
-    def start_soon(
-        self,
-        task_group: TaskGroup,
-        func: Callable[[Unpack[_PosArgsT]], Awaitable[Any]],
-        *args: Unpack[_PosArgsT],
-        name: str | None = None,
-    ) -> None:
-        """Start ``func(*args)`` in ``task_group``, holding the gate until it ends.
-
-        The gate is entered here, before the task is scheduled: a closed gate
-        raises :exc:`GateClosed` in the caller, and :meth:`close` waits for the
-        task even if it has not started yet. The hold ends when the task ends,
-        by returning, raising or being cancelled.
-
-        :param name: names the holder and the task
-        :raises GateClosed: if the gate is closed
-        :raises anyio.WouldBlock: if the gate is at its limit
-        :raises TypeError: if ``func`` is not callable, or ``name`` not a string
-        """
-        _tasks.check_callable(func, "start_soon")
-        guard = self.enter(name)
-        task_name = name if name is not None else getattr(func, "__qualname__", None)
-        try:
-            task_group.start_soon(_tasks.run_holding, guard, func, *args, name=task_name)
-        except BaseException:
-            guard.release()
-            raise
-
-    def holders(self) -> list[Holder]:
-        """The named holders still holding the gate, oldest first."""
-        return _diagnostics._holders(list(self._records))
-
     def __enter__(self) -> None:
         holds = self._holds
         holds.append(None)
         if self._slow:
-            self._admit_or_leave()
+            error = self._refusal()
+            if error is not None:
+                self._refuse()
+                raise error
 
     def __exit__(
         self,
@@ -326,7 +323,7 @@ class Gate:
         except IndexError:
             raise RuntimeError(f"{self!r} was exited more often than entered") from None
         if self._slow:
-            self._after_release()
+            self._settle()
 
     async def __aenter__(self) -> None:
         self.__enter__()
@@ -339,36 +336,290 @@ class Gate:
     ) -> None:
         self.__exit__(exc_type, exc_val, exc_tb)
 
-    def close(self, *, grace: float | None = None) -> Coroutine[Any, Any, None]:
-        """Refuse new entries now; the awaitable returned waits for the drain.
+    def acquire(self, name: str | None = None, *, cancellable: bool = False) -> Acquisition:
+        """Hold the gate, waiting for room if it is at its limit.
 
-        ``await gate.close()`` is the usual call. The gate is closed by the call
-        itself, before anything is awaited: from then on, :meth:`enter` and
-        ``with gate:`` raise :exc:`GateClosed`, and tasks waiting in
-        :meth:`acquire` are woken with it. So ``drained = gate.close()`` shuts the
-        door at once, and ``await drained`` waits later. Guards already held are
-        untouched, and :meth:`GateGuard.clone` still works on them, since a clone
-        is part of work already admitted.
+        ``guard = await gate.acquire()`` holds until ``guard.release()``;
+        ``async with gate.acquire() as guard:`` holds for the block. Waiters are
+        admitted first come, first served; on a gate without a limit there is
+        always room.
+
+        It is a checkpoint: one cancel point and schedule point when there is
+        room, then the hold is taken without yielding again. With the gate's
+        ``fast_acquire``, a gate with room and nobody in line is entered with no
+        checkpoint at all.
+
+        Cancellation: a cancelled waiter holds nothing afterwards; one admitted
+        in the same tick as its cancellation hands its place to the next waiter.
+
+        :param name: names the holder, as in :meth:`enter`
+        :param cancellable: with ``async with``, the block is cancelled when a
+            close's grace runs out, as for :meth:`enter`; an awaited guard gets
+            that behaviour in its own ``with`` block
+        :raises GateClosed: if the gate is closed, or closes while this waits
+        :raises TypeError: if ``name`` is neither a string nor ``None``
+        """
+        _check_name(name)
+        return Acquisition(self, name, bool(cancellable))
+
+    async def _acquire(self, name: str | None, cancellable: bool) -> GateGuard:
+        if not self._fast_acquire:
+            await anyio.lowlevel.checkpoint()
+        try:
+            return self.enter(name, cancellable=cancellable)
+        except anyio.WouldBlock:
+            pass
+        admission = self._admission
+        assert admission is not None
+        waiter = Waiter()
+        holds = self._holds
+        with self._lock:
+            error = self._closed_error() if self._closing is not None else None
+            if error is None:
+                if admission.has_room(len(holds) + 1):
+                    holds.append(None)
+                    waiter.state = ADMITTED
+                else:
+                    admission.join(waiter)
+        if self._dirty:
+            self._settle()
+        if error is not None:
+            raise error
+        if waiter.state != ADMITTED:
+            try:
+                await waiter.wakeup.event.wait()
+            except BaseException:
+                with self._lock:
+                    admission.leave(waiter)
+                if waiter.state == ADMITTED:
+                    self._leave()  # admitted in the same tick: hand the place on
+                if self._dirty:
+                    self._settle()
+                raise
+            if waiter.state == REFUSED:
+                raise self._closed_error()
+        return self._adopt(holds, name, cancellable)
+
+    def check(self) -> None:
+        """Raise if the gate is closed, so that long work can stop on its own.
+
+        :raises GateClosed: if the gate is closed
+        """
+        if self._closing is not None:
+            raise self._closed_error()
+
+    # -- Tasks -----------------------------------------------------------------
+
+    def guarded(self, func: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
+        """Decorate an async function so that each call holds the gate throughout.
+
+        The gate is entered when the call starts running (its first step), with
+        ``with gate:``: a closed gate raises :exc:`GateClosed`, and one at its
+        limit :exc:`anyio.WouldBlock`, from the call. A call that is cancelled or
+        dropped before it starts never holds the gate. The hold ends when the
+        call ends, however it ends.
+
+        ``inspect.iscoroutinefunction()`` is true for the result, and type
+        checkers see the function's own signature. For a method of an object
+        that owns its gate, use :func:`gated`.
+
+        :raises TypeError: if ``func`` is not callable
+        """
+        return _tasks._guard_calls(self, func)
+
+    def start_soon(
+        self,
+        task_group: TaskStarter,
+        func: Callable[[Unpack[_PosArgsT]], Awaitable[Any]],
+        *args: Unpack[_PosArgsT],
+        name: str | None = None,
+        cancellable: bool = False,
+    ) -> None:
+        """Start ``func(*args)`` in ``task_group``, holding the gate until it ends.
+
+        The gate is entered here, before the task is scheduled: a closed gate
+        raises :exc:`GateClosed` in the caller, and a close waits for the task
+        even if it has not started yet. The hold ends when the task ends, by
+        returning, raising or being cancelled.
+
+        :param task_group: an anyio task group, a trio nursery, or anything with
+            their ``start_soon`` and ``start``
+        :param name: names the holder and the task
+        :param cancellable: run the whole task in a cancellable hold: when a
+            close's grace runs out, the task is cancelled and ends quietly
+        :raises GateClosed: if the gate is closed
+        :raises anyio.WouldBlock: if the gate is at its limit
+        :raises TypeError: if ``func`` is not callable, or ``name`` not a string
+        """
+        _tasks._check_callable(func, "start_soon")
+        guard = self.enter(name, cancellable=cancellable)
+        task_name = name if name is not None else getattr(func, "__qualname__", None)
+        try:
+            task_group.start_soon(_tasks._run_holding, guard, func, *args, name=task_name)
+        except BaseException:
+            guard.release()
+            raise
+
+    async def start(
+        self,
+        task_group: TaskStarter,
+        func: Callable[..., Awaitable[Any]],
+        *args: object,
+        name: str | None = None,
+        cancellable: bool = False,
+    ) -> Any:
+        """Start ``func(*args, task_status=...)`` in ``task_group`` as anyio's
+        ``start`` does, holding the gate until the task ends.
+
+        The gate is entered first, as :meth:`acquire` does (waiting for room on a
+        gate at its limit), so a closed gate raises :exc:`GateClosed` here and
+        nothing starts. It returns the value the task passes to
+        ``task_status.started()``. A task that fails before that releases its
+        hold, and its exception propagates from here as anyio's ``start`` does.
+
+        :param task_group: an anyio task group, a trio nursery, or anything with
+            their ``start_soon`` and ``start``
+        :param name: names the holder and the task
+        :param cancellable: run the whole task in a cancellable hold; if a close's
+            grace runs out before the task called ``task_status.started()``, this
+            raises :exc:`GateClosed`
+        :raises GateClosed: if the gate is closed, or its close cancelled the task
+            before it started
+        :raises TypeError: if ``func`` is not callable, or ``name`` not a string
+        """
+        _tasks._check_callable(func, "start")
+        guard = await self.acquire(name, cancellable=cancellable)
+        handoff = _tasks._Handoff(guard)
+        task_name = name if name is not None else getattr(func, "__qualname__", None)
+        try:
+            return await task_group.start(_tasks._run_started, handoff, func, *args, name=task_name)
+        except BaseException:
+            if not handoff.taken:
+                guard.release()
+            raise
+
+    # -- Children --------------------------------------------------------------
+
+    def _adopt_child(self, child: Gate, settle: bool = True) -> None:
+        """Hold this gate for ``child``, a gate being created or reopened under it.
+
+        Under this gate's lock, so that a close sees either the child, with its
+        hold, or the gate shut. ``settle=False`` leaves the follow-up of releases
+        made meanwhile to the caller, which holds the child's lock.
+        """
+        name = f"gate {child._name!r}" if child._name is not None else "an unnamed child gate"
+        record = _ChildRecord(name, child.holders)
+        guard = self._new_named(_NamedGuard, record)
+        holds = self._holds
+        with self._lock:
+            error = self._refusal()
+            if error is None:
+                holds.append(None)
+                guard._holds = holds
+                child._parent_guard = guard
+                self._records[record] = None
+                self._children[child] = None
+        if settle and self._dirty:
+            self._settle()
+        if error is not None:
+            raise error
+
+    # -- Closing -----------------------------------------------------------------
+
+    def close_nowait(self, *, grace: float | None = None) -> None:
+        """Shut the gate now: refuse every new entry, and start the close.
+
+        From this call on, :meth:`enter` and ``with gate:`` raise
+        :exc:`GateClosed`, tasks waiting in :meth:`acquire` are woken with it,
+        tasks in :meth:`wait_closing` are woken, and open child gates are closed
+        with the same grace. Guards already held are untouched, and
+        :meth:`GateGuard.clone` still works on them, since a clone is part of
+        work already admitted. :meth:`close` waits for the drain.
+
+        The grace belongs to the close, not to a task awaiting it: ``grace``
+        seconds after this call, the blocks of cancellable guards are cancelled,
+        whether or not any task awaits the drain, and cancelling such a task does
+        not revoke it. When several calls give a grace, the earliest deadline
+        wins; ``grace=None`` adds none and removes none. A :meth:`reopen` starts
+        afresh. The slow-close warning counts from this call too.
+
+        Calling it on a closed gate does nothing but add its grace.
+
+        :param grace: seconds before cancellable holders are cancelled (``0``:
+            at once), or ``None`` for never
+        :raises TypeError: if ``grace`` is not a number
+        :raises ValueError: if ``grace`` is negative or NaN
+        """
+        grace = _check_seconds("grace", grace)
+        self._shut(grace, None if grace is None else monotonic() + grace)
+
+    def _shut(self, grace: float | None, deadline: float | None) -> Closing:
+        refused: list[Waiter] = []
+        opening_waiters: list[Wakeup] = []
+        children: tuple[Gate, ...] = ()
+        records: tuple[_Record, ...] = ()
+        drained: list[Wakeup] | None = None
+        with self._lock:
+            closing = self._closing
+            shut_now = closing is None
+            if closing is None:
+                closing = Closing()
+                self._closing = closing
+                # After _closing: an entry that sees the flag must see the close.
+                self._slow = True
+                if self._admission is not None:
+                    refused = self._admission.refuse_all()
+                opening_waiters, self._closing_waiters = self._closing_waiters, []
+            tightened = closing.tighten(grace, deadline)
+            if shut_now or tightened:
+                children = tuple(self._children)
+            if tightened:
+                records = tuple(self._records)
+            if not self._holds and not closing.drained():
+                drained = self._drain(closing)
+        if self._dirty:
+            self._settle()
+        for waiter in refused:
+            waiter.wakeup.wake()
+        for wakeup in opening_waiters:
+            wakeup.wake()
+        if tightened:
+            assert closing.deadline is not None
+            reason = closing.cancel_reason(self._describe())
+            for record in records:
+                if isinstance(record, _CancellableRecord):
+                    record.escalate(closing.deadline, reason)
+        for child in children:
+            child._shut(grace, deadline)
+        if drained is not None:
+            self._drained(drained, soon=False)
+        return closing
+
+    def close(self, *, grace: float | None = None) -> Coroutine[Any, Any, None]:
+        """Shut the gate now, as :meth:`close_nowait`; the awaitable returned
+        waits for the drain.
+
+        ``await gate.close()`` is the usual call. The gate is shut by the call
+        itself, before anything is awaited, so ``drained = gate.close()`` shuts
+        the door at once and ``await drained`` waits later; the grace counts from
+        the call. To shut without ever waiting, use :meth:`close_nowait`.
 
         The wait ends when :attr:`count` reaches zero, woken by the last release
-        with no polling; at once (after a checkpoint) if nothing is held. Any
-        number of tasks, in any number of event loops, may wait for the same
-        gate, and a later call returns once the gate is drained.
+        with no polling; at once (after a checkpoint) if nothing is held, or if
+        the close it belongs to has already drained, whatever happened since.
+        Any number of tasks, in any number of event loops, may wait, and each
+        returns once drained. With a parent, the children's holders are waited
+        for too: each child holds its parent until it has drained.
 
-        With a ``grace``, once that many seconds have passed the blocks of guards
-        entered with ``cancellable=True`` are cancelled, and the wait goes on
-        until they have unwound. ``grace=0`` cancels them at once. Other holds are
-        never cancelled by the gate.
-
-        If the wait lasts longer than the gate's ``warn_after``, a warning on the
-        ``anygate`` logger names the holders; each named holder released after
-        that logs that it kept the gate from closing, and the completion is
-        logged with the total time.
+        If the wait goes on for the gate's ``warn_after`` past the end of the
+        grace, a warning on the ``anygate`` logger names the holders; each named
+        holder released after that logs that it kept the gate from closing, and
+        the completion is logged with the close's total time.
 
         Cancellation: cancelling the waiting task raises the cancellation in it and
-        nothing else: no further holders are cancelled, the gate stays closed,
-        and a later ``close()`` waits again. To bound the whole wait, wrap it in
-        :func:`anyio.fail_after` or :func:`anyio.move_on_after`.
+        nothing else: the gate stays closed, and its grace still runs out. To
+        bound the whole wait, wrap it in :func:`anyio.fail_after` or
+        :func:`anyio.move_on_after`.
 
         A task that awaits the close of a gate it holds itself would wait
         forever. Inside the block of a guard entered with ``cancellable=True``
@@ -376,69 +627,73 @@ class Gate:
         stays closed). Other holds do not record their task, to stay cheap: the
         slow-close warning then names the task awaiting the close.
 
-        :param grace: seconds to wait before cancelling cancellable holders, or
-            ``None`` to never cancel them
+        :param grace: seconds before cancellable holders are cancelled, or
+            ``None`` to never cancel them; see :meth:`close_nowait`
         :raises TypeError: if ``grace`` is not a number
         :raises ValueError: if ``grace`` is negative or NaN
         :raises RuntimeError: when awaited inside the block of a cancellable
             guard on this gate
         """
         grace = _check_seconds("grace", grace)
-        self._closed = True
-        self._slow = True
-        if self._admission is not None:
-            self._admission.fail_waiters()
-        return self._drained(grace)
+        closing = self._shut(grace, None if grace is None else monotonic() + grace)
+        return self._wait_drained(closing)
 
-    async def _drained(self, grace: float | None) -> None:
-        if self._holds:
-            self._check_not_held_by_closer()
-            closer = Wakeup()
-            # Register before looking at the count, so that the last release
-            # either sees this closer or happens before the look.
-            self._closers.append(closer)
-            try:
-                if self._holds:
-                    await self._wait(closer.event, grace)
-                    return
-            finally:
-                self._closers.remove(closer)
+    async def _wait_drained(self, closing: Closing) -> None:
+        if closing.drained():
+            await anyio.lowlevel.checkpoint()
+            return
+        self._check_not_held_by_closer()
+        waiter = Wakeup()
+        with self._lock:
+            if not closing.drained():
+                closing.waiters.append(waiter)
+        if self._dirty:
+            self._settle()
+        try:
+            while not closing.drained():
+                warn_at = closing.warn_at(self._warn_after)
+                delay = math.inf if warn_at is None else warn_at - monotonic()
+                if delay <= 0:
+                    self._warn(closing)
+                    continue
+                with anyio.move_on_after(delay):
+                    await waiter.event.wait()
+        finally:
+            with self._lock:
+                if waiter in closing.waiters:
+                    closing.waiters.remove(waiter)
+            if self._dirty:
+                self._settle()
+        with self._lock:
+            log = closing.warned_at is not None and not closing.completion_logged
+            closing.completion_logged = True
+        took = closing.duration()
+        if log and took is not None:
+            _diagnostics._log_close_completed(self._name, took)
         await anyio.lowlevel.checkpoint()
 
-    async def _wait(self, drained: anyio.Event, grace: float | None) -> None:
-        started = monotonic()
-        now = anyio.current_time()
-        warn_at = None if self._warn_after is None else now + self._warn_after
-        cancel_at = None if grace is None else now + grace
-        while True:
-            # Due deadlines first: warn_after=0 and grace=0 act before any wait.
-            now = anyio.current_time()
-            if warn_at is not None and now >= warn_at:
-                warn_at = None
-                if self._warned_since is None:
-                    self._warned_since = started
-                records = list(self._records)
-                _diagnostics._warn_slow_close(
-                    self._name,
-                    monotonic() - started,
-                    self.count,
-                    records,
-                    anyio.get_current_task().name,
-                )
-            if cancel_at is not None and now >= cancel_at:
-                cancel_at = None
-                self._cancelling = True
-                for record in list(self._records):
-                    if isinstance(record, _CancellableRecord):
-                        record.cancel()
-            deadline = min((t for t in (warn_at, cancel_at) if t is not None), default=math.inf)
-            with anyio.CancelScope(deadline=deadline):
-                await drained.wait()
-            if drained.is_set():
-                break
-        if self._warned_since is not None:
-            _diagnostics._log_close_completed(self._name, monotonic() - self._warned_since)
-            self._warned_since = None
+    def _warn(self, closing: Closing) -> None:
+        with self._lock:
+            first = closing.warned_at is None
+            if first:
+                closing.warned_at = monotonic()
+        if not first:
+            return
+        records = tuple(self._records)
+        task = anyio.get_current_task().id
+        # Only holds of cancellable blocks know their task; any other hold might
+        # be in the closing task itself.
+        known = sum(
+            1 for r in records if isinstance(r, _CancellableRecord) and r.task not in (None, task)
+        )
+        _diagnostics._warn_slow_close(
+            self._name,
+            monotonic() - closing.started,
+            self.count,
+            records,
+            anyio.get_current_task().name,
+            closer_may_hold=self.count > known,
+        )
 
     def _check_not_held_by_closer(self) -> None:
         # Only blocks of cancellable guards know their task; other holds are
@@ -446,7 +701,7 @@ class Gate:
         if not self._records:
             return
         task = anyio.get_current_task().id
-        for record in list(self._records):
+        for record in tuple(self._records):
             if isinstance(record, _CancellableRecord) and record.task == task:
                 holder = "an unnamed guard" if record.name is None else repr(record.name)
                 raise RuntimeError(
@@ -454,43 +709,223 @@ class Gate:
                     f"{holder} that holds it: it would wait for itself forever"
                 )
 
-    def reopen(self) -> None:
-        """Admit entries again after a completed close.
+    async def wait_closing(self) -> None:
+        """Return once the gate is closed: at once if it is, else when it closes.
 
-        :raises RuntimeError: if the gate is not closed, or is closed but still held
+        It returns when the close begins, before the drain, so that a background
+        loop can finish the item in hand and exit, letting the close complete::
+
+            async def flush_loop(gate: Gate) -> None:
+                async with anyio.create_task_group() as tg:
+
+                    async def stop_when_closing() -> None:
+                        await gate.wait_closing()
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(stop_when_closing)
+                    while True:
+                        await anyio.sleep(60)  # cancelled once closing begins
+                        with anyio.CancelScope(shield=True):
+                            await flush()  # an item in hand is finished
+
+        It is a checkpoint, as :meth:`anyio.Event.wait` is, and cancellable. Any
+        number of tasks may wait, in any event loop.
         """
-        if not self._closed:
-            raise RuntimeError(f"cannot reopen {self!r}: it is not closed")
-        if self._holds:
-            raise RuntimeError(f"cannot reopen {self!r}: it is still held")
-        self._cancelling = False
-        self._closed = False
-        self._slow = self._admission is not None
+        if self._closing is None:
+            waiter = Wakeup()
+            with self._lock:
+                waiting = self._closing is None
+                if waiting:
+                    self._closing_waiters.append(waiter)
+            if waiting:
+                try:
+                    await waiter.event.wait()
+                finally:
+                    with self._lock:
+                        if waiter in self._closing_waiters:
+                            self._closing_waiters.remove(waiter)
+                return
+        await anyio.lowlevel.checkpoint()
+
+    def reopen(self) -> None:
+        """Admit entries again after a close that has drained.
+
+        It succeeds on every closed gate whose close has drained, whatever other
+        threads are doing (entries being refused count themselves for a moment,
+        which does not matter here). Nothing of the last close is left: its
+        grace, warning and waiters belong to it alone, and an awaitable from
+        :meth:`close` of that close returns at once. A child gate holds its
+        parent again, so reopening it under a closed parent raises.
+
+        :raises RuntimeError: if the gate is not closed, or its close has not
+            drained (it is still held)
+        :raises GateClosed: if the gate has a parent that is closed; the gate
+            stays closed
+        """
+        with self._lock:
+            closing = self._closing
+            error = None
+            drained = None
+            if closing is None:
+                error = RuntimeError(f"cannot reopen {self!r}: it is not closed")
+            elif not closing.drained():
+                if self._holds:
+                    error = RuntimeError(f"cannot reopen {self!r}: it is still held")
+                else:
+                    # Nothing holds it: this call is the one to see the drain.
+                    drained = self._drain(closing)
+        if self._dirty:
+            self._settle()
+        if error is not None:
+            raise error
+        if drained is not None:
+            self._drained(drained, soon=False)
+        parent = self._parent
+        self._lock.acquire()
+        try:
+            if self._closing is not closing:
+                raise RuntimeError(f"cannot reopen {self!r}: another call reopened it")
+            if parent is not None:
+                # Nested locks go from child to parent only.
+                parent._adopt_child(self, settle=False)
+            self._closing = None
+            self._slow = self._admission is not None
+        finally:
+            self._lock.release()
+            if self._dirty:
+                self._settle()
+            if parent is not None and parent._dirty:
+                parent._settle()
+        # A parent that closed meanwhile found this gate still closed; close it now.
+        parent_closing = None if parent is None else parent._closing
+        if parent_closing is not None:
+            self._shut(parent_closing.grace, parent_closing.deadline)
+
+    # -- Releasing ---------------------------------------------------------------
 
     def _leave(self) -> None:
         self._holds.pop()
         if self._slow:
-            self._after_release()
+            self._settle()
 
-    def _after_release(self) -> None:
-        holds = self._holds
-        if self._closed:
-            if not holds:
-                for closer in self._closers.copy():
-                    closer.wake()
-        elif self._admission is not None:
-            self._admission.admit_waiters(holds)
+    def _settle(self, soon: bool = False) -> None:
+        """Act on a release of a slow gate: drain a close, or admit waiters.
+
+        Never blocks: a release can run from a finalizer at any allocation,
+        even inside this gate's own locked regions. So a release that cannot
+        take the lock leaves ``_dirty`` for the lock's holder, which settles
+        again after letting go. Wakeups are done with the lock released.
+        """
+        self._dirty = True
+        lock = self._lock
+        while self._dirty and lock.acquire(blocking=False):
+            try:
+                self._dirty = False
+                drained = admitted = None
+                closing = self._closing
+                holds = self._holds
+                if closing is not None:
+                    if not holds and not closing.drained():
+                        drained = self._drain(closing)
+                elif self._admission is not None and len(self._admission):
+                    admitted = self._admission.admit(len(holds))
+                    for _ in admitted:
+                        holds.append(None)
+            finally:
+                lock.release()
+            if drained is not None:
+                self._drained(drained, soon)
+            if admitted:
+                for waiter in admitted:
+                    waiter.wakeup.wake(soon)
+
+    def _drain(self, closing: Closing) -> list[Wakeup]:
+        """Under the lock: mark ``closing`` drained."""
+        waiters = closing.drain()
+        self._last_close = closing.duration()
+        return waiters
+
+    def _drained(self, waiters: list[Wakeup], soon: bool) -> None:
+        """After the lock: wake the waiters of a drained close; a child lets go."""
+        for waiter in waiters:
+            waiter.wake(soon)
+        parent_guard = self._parent_guard
+        if parent_guard is not None:
+            self._parent_guard = None
+            parent = parent_guard._gate
+            parent._children.pop(self, None)
+            parent_guard._release(soon)
+
+    # -- Diagnostics -------------------------------------------------------------
+
+    def holders(self) -> list[Holder]:
+        """The named holders still holding the gate, oldest first.
+
+        A child gate is listed as ``"gate 'its name'"``.
+        """
+        return _diagnostics._holders(tuple(self._records))
+
+    def statistics(self) -> GateStatistics:
+        """A snapshot of the gate, for metrics and debugging.
+
+        Taking one costs the hot paths nothing: the counters it reads are
+        kept on the slow paths only.
+        """
+        admission = self._admission
+        return GateStatistics(
+            count=len(self._holds),
+            closed=self._closing is not None,
+            limit=None if admission is None else admission.limit,
+            tasks_waiting=0 if admission is None else len(admission),
+            holders=tuple(self.holders()),
+            children=len(self._children),
+            refused=self._refused,
+            last_close_duration=self._last_close,
+        )
 
     def _log_late_release(self, record: _Record) -> None:
-        closing_since = self._warned_since
-        if closing_since is not None and record.name is not None:
-            _diagnostics._log_late_release(self._name, record, closing_since)
+        closing = self._closing
+        if closing is not None and closing.warned_at is not None and record.name is not None:
+            _diagnostics._log_late_release(self._name, record, closing.started)
 
     def _describe(self) -> str:
         return _diagnostics._describe(self._name)
 
     def _closed_error(self) -> GateClosed:
         return GateClosed(f"{self._describe()} is closed")
+
+
+@final
+class Acquisition:
+    """What :meth:`Gate.acquire` returns: await it, or use it with ``async with``."""
+
+    __slots__ = ("_cancellable", "_gate", "_guard", "_name")
+
+    def __init__(self, gate: Gate, name: str | None, cancellable: bool) -> None:
+        self._gate = gate
+        self._name = name
+        self._cancellable = cancellable
+        self._guard: GateGuard | None = None
+
+    def __await__(self) -> Generator[Any, None, GateGuard]:
+        return self._gate._acquire(self._name, self._cancellable).__await__()
+
+    async def __aenter__(self) -> GateGuard:
+        guard = await self._gate._acquire(self._name, self._cancellable)
+        self._guard = guard
+        return guard.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None:
+        guard = self._guard
+        if guard is None:
+            return None
+        self._guard = None
+        return guard.__exit__(exc_type, exc_val, exc_tb)
 
 
 # Not @final at runtime only for its private subclasses; the stubs forbid subclassing.
@@ -500,12 +935,15 @@ class GateGuard:
     The gate cannot finish closing while the guard is held. Use the guard as a
     (sync or async) context manager to release it when a block ends; exceptions
     from the block propagate unchanged. A guard entered with ``cancellable=True``
-    is the exception: when :meth:`Gate.close` cancels its block after the grace
-    period, the block ends quietly, as with :func:`anyio.move_on_after`.
+    is the exception: when a close's grace runs out and cancels its block, the
+    block ends quietly, as with :func:`anyio.move_on_after`. Its block must end
+    in the task that began it: leaving it in another task (an async generator
+    suspended inside it, a response body sent by the server's task) raises
+    :exc:`RuntimeError`, with the hold released.
 
     A guard that is garbage-collected while still held is released then, and a
     :exc:`ResourceWarning` names the gate and the holder: a leaked guard delays
-    :meth:`Gate.close` only until the guard is collected.
+    a close only until the guard is collected.
 
     Thread safety: a guard may be released or cloned from any thread.
     """
@@ -543,14 +981,14 @@ class GateGuard:
 
     @property
     def cancelled_caught(self) -> bool:
-        """``True`` if :meth:`Gate.close` cancelled this guard's block after its grace."""
+        """``True`` if a close's grace ran out and cancelled this guard's block."""
         return False
 
     def release(self) -> None:
         """Let go of the gate. Calling it again does nothing.
 
-        If this was the last hold on a closed gate, the tasks waiting in
-        :meth:`Gate.close` are woken.
+        If this was the last hold on a closed gate, the tasks waiting for the
+        drain are woken.
         """
         holds = self._holds
         if holds is None:
@@ -559,26 +997,41 @@ class GateGuard:
         holds.pop()
         gate = self._gate
         if gate._slow:
-            gate._after_release()
+            gate._settle()
+
+    def _release(self, soon: bool) -> None:
+        """:meth:`release`; ``soon`` when called from a finalizer."""
+        holds = self._holds
+        if holds is None:
+            return
+        self._holds = None
+        holds.pop()
+        gate = self._gate
+        if gate._slow:
+            gate._settle(soon)
 
     def clone(self, name: str | None = None, *, cancellable: bool = False) -> GateGuard:
         """Return a new guard on the same gate, to hand to work this holder started.
 
         Succeeds even on a closed or full gate, since the clone's work is part of
-        work already admitted; :meth:`Gate.close` waits for the clone too.
+        work already admitted; a close waits for the clone too.
 
         :param name: names the new holder
         :param cancellable: as for :meth:`Gate.enter`
         :raises RuntimeError: if this guard has been released
         :raises TypeError: if ``name`` is neither a string nor ``None``
+        :raises anyio.NoEventLoopError: if ``cancellable`` is true and no event
+            loop runs in this thread
         """
         _check_name(name)
+        if cancellable:
+            _require_loop("clone(cancellable=True)")
         holds = self._holds
         if holds is None:
             raise RuntimeError(f"cannot clone {self!r}: it has been released")
         holds.append(None)
         # Released by another thread meanwhile: the count may have reached zero
-        # and a close may have returned, so the clone must not be admitted.
+        # and a close may have drained, so the clone must not be admitted.
         if self._holds is None:
             self._gate._leave()
             raise RuntimeError(f"cannot clone {self!r}: it has been released")
@@ -600,7 +1053,7 @@ class GateGuard:
             holds.pop()
             gate = self._gate
             if gate._slow:
-                gate._after_release()
+                gate._settle()
         return None
 
     async def __aenter__(self) -> Self:
@@ -617,12 +1070,14 @@ class GateGuard:
     def __del__(self) -> None:
         if self._holds is not None:
             message = f"{self!r} was garbage-collected without being released"
-            self.release()
+            # A finalizer may run inside the event loop's own machinery: wake
+            # nothing directly, only queue the wakeups.
+            self._release(soon=True)
             warnings.warn(message, ResourceWarning, stacklevel=1, source=self)
 
 
 class _NamedGuard(GateGuard):
-    """A guard with a holder record: named, or cancellable, or both."""
+    """A guard with a holder record: named, cancellable, or a child gate's."""
 
     __slots__ = ("_record",)
 
@@ -633,19 +1088,22 @@ class _NamedGuard(GateGuard):
         return self._record.name
 
     def release(self) -> None:
+        self._release(False)
+
+    def _release(self, soon: bool) -> None:
         holds = self._holds
         if holds is None:
             return
         self._holds = None
         gate = self._gate
         # Forget the record before the count drops, so that holders() never
-        # lists a holder after the close it held up has returned.
+        # lists a holder after the close it held up has drained.
         gate._records.pop(self._record, None)
-        if gate._warned_since is not None:
+        if gate._closing is not None:
             gate._log_late_release(self._record)
         holds.pop()
         if gate._slow:
-            gate._after_release()
+            gate._settle(soon)
 
     def __exit__(
         self,
@@ -653,12 +1111,12 @@ class _NamedGuard(GateGuard):
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> bool | None:
-        self.release()
+        self._release(False)
         return None
 
 
 class _CancellableGuard(_NamedGuard):
-    """A guard from ``enter(cancellable=True)``: close(grace=) can cancel its block.
+    """A guard from ``enter(cancellable=True)``: a close's grace can cancel its block.
 
     A subclass, so that plain guards pay nothing for the cancel scope.
     """
@@ -676,19 +1134,28 @@ class _CancellableGuard(_NamedGuard):
         record = self._cancellable_record()
         if record.scope is not None:
             raise RuntimeError(f"{self!r} is already in use as a context manager")
+        if self._holds is None:
+            raise RuntimeError(f"{self!r} has been released")
         try:
-            record.loop = LoopRef()
-            scope = anyio.CancelScope()
-            scope.__enter__()
-        except RuntimeError as exc:
+            loop = LoopRef()
+        except anyio.NoEventLoopError as exc:
             self.release()
-            raise RuntimeError(
+            raise anyio.NoEventLoopError(
                 "a cancellable guard must be used in a thread running an event loop"
             ) from exc
+        task = anyio.get_current_task().id
+        scope = anyio.CancelScope()
+        scope.__enter__()
+        record.loop = loop
+        record.task = task
+        # Set the scope, then look at the close: a close sets its deadline, then
+        # looks at the scopes, so one of the two always sees the other.
         record.scope = scope
-        record.task = anyio.get_current_task().id
-        if self._gate._cancelling:
-            scope.cancel()
+        closing = self._gate._closing
+        if closing is not None and closing.deadline is not None:
+            record.escalate_here(
+                scope, closing.deadline, closing.cancel_reason(self._gate._describe())
+            )
         return self
 
     def __exit__(
@@ -702,6 +1169,16 @@ class _CancellableGuard(_NamedGuard):
         if scope is None:
             self.release()
             return False
+        if anyio.get_current_task().id != record.task:
+            # Exiting the scope here would corrupt both tasks' cancel scopes.
+            record.scope = None
+            self.release()
+            raise RuntimeError(
+                f"the block of {self!r} was left in another task than the one that "
+                "entered it, as when an async generator or a response body holds a "
+                "cancellable guard across a yield; enter it where the whole block "
+                "runs in one task, or hold a plain guard there"
+            )
         record.scope = None
         record.task = None
         try:
@@ -710,6 +1187,13 @@ class _CancellableGuard(_NamedGuard):
             self.release()
         record.cancelled_caught = scope.cancelled_caught
         return caught
+
+
+def _require_loop(what: str) -> None:
+    try:
+        anyio.lowlevel.current_token()
+    except anyio.NoEventLoopError as exc:
+        raise anyio.NoEventLoopError(f"{what} needs an event loop in the calling thread") from exc
 
 
 def _check_name(name: object) -> None:

@@ -1,53 +1,66 @@
+"""Calling into an event loop from any thread, without blocking and without threads."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import suppress
-from threading import Thread, get_ident
+from threading import get_ident
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
+from typing_extensions import TypeVarTuple, Unpack
 
-
-class Wakeup:
-    """A task waiting in its event loop, and the way to wake it from any thread."""
-
-    __slots__ = ("_loop", "_woken", "event")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self._loop = LoopRef()
-        self._woken = False
-
-    def wake(self) -> None:
-        if not self._woken:
-            self._woken = True
-            self._loop.call(self.event.set)
+_Ts = TypeVarTuple("_Ts")
 
 
 class LoopRef:
-    """The event loop running in this thread, callable from any other thread."""
+    """The event loop running in the thread that made this, callable from any thread.
 
-    __slots__ = ("_thread", "_token")
+    :raises anyio.NoEventLoopError: if no event loop runs in this thread
+    """
+
+    __slots__ = ("_backend", "_native", "_thread")
 
     def __init__(self) -> None:
-        self._token = anyio.lowlevel.current_token()
+        token = anyio.lowlevel.current_token()
+        self._backend = token.backend_class
+        self._native = token.native_token
         self._thread = get_ident()
 
-    def call(self, func: Callable[[], object]) -> None:
-        """Run ``func`` in the loop: now if called from its thread, else soon."""
+    def call(self, func: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts]) -> None:
+        """Run ``func(*args)`` in the loop: now if called from its thread, else soon."""
         if get_ident() == self._thread:
-            func()
-            return
-        # anyio primitives are unsafe from a foreign thread, and anyio.from_thread
-        # blocks until the event loop runs the call: a caller that the event loop
-        # itself is waiting for (in Thread.join, say) would deadlock. So a helper
-        # thread does the waiting.
-        # A RuntimeError means interpreter shutdown: no event loop is left to call.
-        with suppress(RuntimeError):
-            Thread(target=self._call_from_helper, args=(func,), daemon=True).start()
+            func(*args)
+        else:
+            self.call_soon(func, *args)
 
-    def _call_from_helper(self, func: Callable[[], object]) -> None:
-        # A RunFinishedError means the event loop has ended: nothing is left to call.
+    def call_soon(self, func: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts]) -> None:
+        """Schedule ``func(*args)`` in the loop, from any thread, without blocking.
+
+        The backend's own thread-safe scheduling (what anyio's ``from_thread``
+        uses) queues the call: no thread is started and nothing waits. It is safe
+        in a finalizer too, where calling into the loop directly is not. A loop
+        that has ended has nobody left to call, so the call is dropped.
+        """
         with suppress(anyio.RunFinishedError):
-            anyio.from_thread.run_sync(func, token=self._token)
+            self._backend.run_sync_soon(func, args, self._native)
+
+
+class Wakeup:
+    """A task waiting in its event loop, and the way to wake it from any thread.
+
+    Make it in the task that will wait, so that its event belongs to that loop.
+    """
+
+    __slots__ = ("event", "loop")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.loop = LoopRef()
+
+    def wake(self, soon: bool = False) -> None:
+        """Set the event; ``soon`` defers even a same-thread call to the loop."""
+        if soon:
+            self.loop.call_soon(self.event.set)
+        else:
+            self.loop.call(self.event.set)

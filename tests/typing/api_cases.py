@@ -41,7 +41,6 @@ async def gate_api() -> None:
     gate.count = 3  # type: ignore[misc]
     gate.closed = False  # type: ignore[misc]
     await gate.close(5.0)  # type: ignore[call-arg]
-    gate.close_nowait()  # type: ignore[attr-defined]
 
 
 async def guard_api(gate: Gate) -> None:
