@@ -365,11 +365,13 @@ class Gate:
     async def _acquire(self, name: str | None, cancellable: bool) -> GateGuard:
         if not self._fast_acquire:
             await anyio.lowlevel.checkpoint()
-        try:
-            return self.enter(name, cancellable=cancellable)
-        except anyio.WouldBlock:
-            pass
         admission = self._admission
+        # Straight to the line when there is no room, so as not to count a refusal.
+        if admission is None or admission.has_room(len(self._holds) + 1):
+            try:
+                return self.enter(name, cancellable=cancellable)
+            except anyio.WouldBlock:
+                pass
         assert admission is not None
         waiter = Waiter()
         holds = self._holds
@@ -684,7 +686,10 @@ class Gate:
         # Only holds of cancellable blocks know their task; any other hold might
         # be in the closing task itself.
         known = sum(
-            1 for r in records if isinstance(r, _CancellableRecord) and r.task not in (None, task)
+            1
+            for r in records
+            if isinstance(r, _ChildRecord)
+            or (isinstance(r, _CancellableRecord) and r.task not in (None, task))
         )
         _diagnostics._warn_slow_close(
             self._name,
@@ -1068,7 +1073,9 @@ class GateGuard:
         return self.__exit__(exc_type, exc_val, exc_tb)
 
     def __del__(self) -> None:
-        if self._holds is not None:
+        # A guard built for an entry that was refused, or interrupted before it
+        # was counted, never got its hold list.
+        if getattr(self, "_holds", None) is not None:
             message = f"{self!r} was garbage-collected without being released"
             # A finalizer may run inside the event loop's own machinery: wake
             # nothing directly, only queue the wakeups.
