@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
+import trio
 from anyio import ClosedResourceError
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 from typing_extensions import assert_type
 
-from anygate import Gate, GateClosed, GateGuard, Holder
+from anygate import Gate, GateClosed, GateGuard, GateStatistics, Holder, gated
 
 
 async def gate_api() -> None:
@@ -103,3 +104,61 @@ async def toolkit_api(gate: Gate, tg: TaskGroup) -> None:
     Gate(limit="3")  # type: ignore[arg-type]
     await gate.close(grace="5")  # type: ignore[arg-type]
     gate.enter(cancellable=1)  # type: ignore[arg-type]
+
+
+async def service_api(gate: Gate, tg: TaskGroup, nursery: trio.Nursery) -> None:
+    assert_type(gate.close_nowait(grace=5.0), None)
+    assert_type(await gate.wait_closing(), None)
+    assert_type(gate.parent, Gate | None)
+    child = Gate("timeline", parent=gate, limit=10, warn_after=None, fast_acquire=True)
+    assert_type(child, Gate)
+    Gate(parent="tenant")  # type: ignore[arg-type]
+    Gate(fast_acquire=1)  # type: ignore[arg-type]
+    gate.close_nowait(5.0)  # type: ignore[call-arg]
+
+    async def flush(table: str, rows: int) -> None: ...
+
+    gate.start_soon(nursery, flush, "t", 3, name="flush", cancellable=True)
+    gate.start_soon(nursery, flush, "t", "3")  # type: ignore[arg-type]
+    gate.start_soon(object(), flush, "t", 3)  # type: ignore[arg-type]
+
+    async def serve(port: int, *, task_status: TaskStatus[int]) -> None: ...
+
+    assert_type(await gate.start(tg, serve, 8000, name="server"), Any)
+    await gate.start(nursery, serve, 8000, cancellable=True)
+    await gate.start(tg, serve, 8000, name=3)  # type: ignore[arg-type]
+
+    async with gate.acquire("poll", cancellable=True) as guard:
+        assert_type(guard, GateGuard)
+
+    stats = gate.statistics()
+    assert_type(stats, GateStatistics)
+    assert_type(stats.count, int)
+    assert_type(stats.closed, bool)
+    assert_type(stats.limit, int | None)
+    assert_type(stats.tasks_waiting, int)
+    assert_type(stats.holders, tuple[Holder, ...])
+    assert_type(stats.refused, int)
+    assert_type(stats.last_close_duration, float | None)
+    stats.count = 1  # type: ignore[misc]
+
+
+class Tenant:
+    def __init__(self) -> None:
+        self.gate = Gate("tenant")
+
+    @gated
+    async def handle(self, request: str, *, retries: int = 0) -> bytes:
+        return b""
+
+
+class NoGate:
+    @gated  # type: ignore[type-var]
+    async def handle(self) -> None: ...
+
+
+async def gated_api(tenant: Tenant) -> None:
+    assert_type(await tenant.handle("GET /x", retries=2), bytes)
+    await tenant.handle(1)  # type: ignore[arg-type]
+    await tenant.handle("x", retries="2")  # type: ignore[arg-type]
+    await tenant.handle()  # type: ignore[call-arg]
