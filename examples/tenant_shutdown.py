@@ -1,15 +1,21 @@
-"""Shutting down a tenant and its timelines, children first.
+"""Shutting down a tenant and its timelines: one close reaches the whole tree.
 
 The shape from the README's "shutdown pattern": a tenant owns timelines, and
-each object owns a gate that every request to it enters.
+each object owns a gate that every request to it enters. Each timeline's gate
+is a child of the tenant's (``Gate(..., parent=tenant.gate)``), so:
 
 - ``get_page`` requests hold a timeline's gate, named, until they finish;
 - ``wait_for_lsn`` long-polls hold it cancellably: they may wait forever;
-- a compaction task holds the tenant's gate, started with ``gate.start_soon``.
+- a compaction loop holds the tenant's gate, started with ``gate.start``; it
+  finishes the compaction in hand and exits once ``gate.wait_closing()``
+  returns;
+- closing the tenant closes every timeline in the same call, with the same
+  grace, so a timeline created during the shutdown is refused, never left
+  serving; the tenant's close returns once the timelines have drained too.
 
-Shutdown closes every timeline's gate together with a grace period, then the
-tenant's. It checks that the page reads finished, the long-polls were
-cancelled, new requests were refused, and the tenant outlived its timelines.
+It checks that the page reads finished, the long-polls were cancelled, the
+compaction loop stopped after a whole compaction, new requests and timelines
+were refused, and the tenant outlived its timelines.
 
     python examples/tenant_shutdown.py [--backend asyncio|trio]
 """
@@ -20,7 +26,7 @@ import argparse
 import sys
 
 import anyio
-from anyio.abc import TaskGroup
+from anyio.abc import TaskGroup, TaskStatus
 
 from anygate import Gate, GateClosed
 
@@ -30,9 +36,10 @@ class ShuttingDown(Exception):
 
 
 class Timeline:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, tenant: Tenant) -> None:
         self.name = name
-        self.gate = Gate(f"timeline {name}", warn_after=None)
+        # Raises GateClosed once the tenant is closing: no timeline is born late.
+        self.gate = Gate(f"timeline {name}", parent=tenant.gate, warn_after=None)
         self.reads_done = 0
         self.lsn = anyio.Event()  # never set: a long-poll waits until cancelled
         self.read_started = anyio.Event()
@@ -50,32 +57,46 @@ class Timeline:
         if guard.cancelled_caught:
             raise ShuttingDown(self.name)
 
-    async def shutdown(self) -> None:
-        await self.gate.close(grace=0.1)
-
 
 class Tenant:
-    def __init__(self, task_group: TaskGroup) -> None:
+    def __init__(self) -> None:
         self.gate = Gate("tenant 42", warn_after=None)
-        self.timelines = {name: Timeline(name) for name in ("main", "branch")}
+        self.timelines = {name: Timeline(name, self) for name in ("main", "branch")}
         self.compactions = 0
-        self.gate.start_soon(task_group, self.compact, name="compaction")
+        self.compacting = anyio.Event()
 
-    async def compact(self) -> None:
-        await anyio.sleep(0.2)
-        self.compactions += 1
+    async def start(self, task_group: TaskGroup) -> None:
+        await self.gate.start(task_group, self.compaction_loop, name="compaction")
+
+    async def compaction_loop(self, *, task_status: TaskStatus[None]) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def stop_when_closing() -> None:
+                await self.gate.wait_closing()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_when_closing)
+            task_status.started()
+            while True:
+                # A compaction in hand is finished, even once closing began.
+                with anyio.CancelScope(shield=True):
+                    self.compacting.set()
+                    await anyio.sleep(0.2)
+                    self.compactions += 1
+                await anyio.sleep(10)  # until the next one, or the close
+
+    def begin_shutdown(self) -> None:
+        # Shuts the tenant and every timeline at once; the grace counts from now.
+        self.gate.close_nowait(grace=0.1)
 
     async def shutdown(self) -> None:
-        async with anyio.create_task_group() as tg:
-            for timeline in self.timelines.values():
-                tg.start_soon(timeline.shutdown)
-        # Every timeline is drained: only now may the tenant go.
-        assert all(t.gate.count == 0 for t in self.timelines.values())
-        await self.gate.close(grace=1.0)
+        self.begin_shutdown()
+        await self.gate.close()  # returns once the timelines have drained too
 
 
 async def main() -> int:
     polls_cancelled = 0
+    late_refused = 0
 
     async def poll(timeline: Timeline) -> None:
         nonlocal polls_cancelled
@@ -85,14 +106,23 @@ async def main() -> int:
             polls_cancelled += 1
 
     async with anyio.create_task_group() as tg:
-        tenant = Tenant(tg)
+        tenant = Tenant()
+        await tenant.start(tg)
         for timeline in tenant.timelines.values():
             for key in range(3):
                 tg.start_soon(timeline.get_page, key)
             tg.start_soon(poll, timeline)
             await timeline.read_started.wait()
+        await tenant.compacting.wait()
         await anyio.wait_all_tasks_blocked()
+        tenant.begin_shutdown()
+        try:
+            Timeline("late", tenant)
+        except GateClosed as exc:
+            print(f"a late timeline: {exc}")
+            late_refused = 1
         await tenant.shutdown()
+        assert all(t.gate.count == 0 for t in tenant.timelines.values())
 
     refused = sum(t.gate.try_enter() is None for t in tenant.timelines.values())
     try:
@@ -102,7 +132,8 @@ async def main() -> int:
     reads = sum(t.reads_done for t in tenant.timelines.values())
     print(f"page reads finished: {reads}, long-polls cancelled: {polls_cancelled}")
     print(f"compactions finished: {tenant.compactions}, requests refused after: {refused}")
-    ok = (reads, polls_cancelled, tenant.compactions, refused) == (6, 2, 1, 2)
+    print(f"timelines refused during shutdown: {late_refused}")
+    ok = (reads, polls_cancelled, tenant.compactions, refused, late_refused) == (6, 2, 1, 2, 1)
     print("shutdown complete" if ok else "UNEXPECTED OUTCOME")
     return 0 if ok else 1
 

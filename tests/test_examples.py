@@ -33,6 +33,7 @@ class TestExamples:
         out = run_example("tenant_shutdown.py", backend)
         assert "page reads finished: 6, long-polls cancelled: 2" in out
         assert "compactions finished: 1, requests refused after: 2" in out
+        assert "timelines refused during shutdown: 1" in out
 
     def test_sync_portal(self, backend: str) -> None:
         out = run_example("sync_portal.py", backend)
