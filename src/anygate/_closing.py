@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from time import monotonic
 
 from typing_extensions import final
 
+from ._diagnostics import _CancellableRecord, _Record
 from ._wakeup import Wakeup
 
 
@@ -26,6 +28,7 @@ class Closing:
         "deadline",
         "drained_at",
         "grace",
+        "reason",
         "started",
         "waiters",
         "warned_at",
@@ -36,6 +39,8 @@ class Closing:
         #: When cancellable holders are cancelled, and the grace that set it.
         self.deadline: float | None = None
         self.grace: float | None = None
+        #: Why cancellable holders are cancelled: the cancel scopes' reason.
+        self.reason = ""
         #: Tasks awaiting the drain.
         self.waiters: list[Wakeup] = []
         #: When the slow-close warning was logged.
@@ -47,7 +52,7 @@ class Closing:
     def drained(self) -> bool:
         return self.drained_at is not None
 
-    def tighten(self, grace: float | None, deadline: float | None) -> bool:
+    def tighten(self, gate: str, grace: float | None, deadline: float | None) -> bool:
         """Add a deadline for the cancellable holders; the earliest wins.
 
         :return: whether the deadline moved, so holders must be told
@@ -56,7 +61,23 @@ class Closing:
             return False
         self.deadline = deadline
         self.grace = grace
+        self.reason = f"{gate} closed" + (
+            "" if grace is None else f" and its grace of {grace:g}s ran out"
+        )
         return True
+
+    def escalate(self, records: Iterable[_Record]) -> None:
+        """Hand the deadline to the cancellable holders among ``records``.
+
+        Each block's cancel scope carries it from then on, in its own event
+        loop, so the grace runs out whether or not any task awaits the drain.
+        """
+        deadline = self.deadline
+        if deadline is None:
+            return
+        for record in records:
+            if isinstance(record, _CancellableRecord):
+                record.escalate(deadline, self.reason)
 
     def warn_at(self, warn_after: float | None) -> float | None:
         """When the slow-close warning is due, or ``None`` if it is not to come.
@@ -77,8 +98,3 @@ class Closing:
 
     def duration(self) -> float | None:
         return None if self.drained_at is None else self.drained_at - self.started
-
-    def cancel_reason(self, gate: str) -> str:
-        if self.grace is None:
-            return f"{gate} closed"
-        return f"{gate} closed and its grace of {self.grace:g}s ran out"

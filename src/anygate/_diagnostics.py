@@ -141,10 +141,19 @@ def _warn_slow_close(
     gate_name: str | None,
     waited: float,
     count: int,
-    records: Iterable[_Record],
+    records: tuple[_Record, ...],
     closer: str | None,
-    closer_may_hold: bool,
+    closer_id: int,
 ) -> None:
+    # Children and cancellable blocks know who holds them; any other hold might
+    # be the closing task's own.
+    known = sum(
+        1
+        for r in records
+        if isinstance(r, _ChildRecord)
+        or (isinstance(r, _CancellableRecord) and r.task not in (None, closer_id))
+    )
+    closer_may_hold = count > known
     listed = _listing(records)
     _logger.warning(
         "closing %s is taking longer than expected: waited %.3fs, %d still held%s%s",

@@ -129,7 +129,9 @@ class Gate:
         self._lock = Lock()
         # Set by a release whose follow-up awaits the lock's holder (see _settle).
         self._dirty = False
-        # Named and cancellable holds, oldest first.
+        # Named and cancellable holds, oldest first. Changed without a lock, even
+        # by finalizers, so read only through dict.copy(): one C call, which
+        # nothing can interleave with.
         self._records: dict[_Record, None] = {}
         self._warn_after = _check_seconds("warn_after", warn_after)
         self._fast_acquire = bool(fast_acquire)
@@ -572,11 +574,11 @@ class Gate:
                 if self._admission is not None:
                     refused = self._admission.refuse_all()
                 opening_waiters, self._closing_waiters = self._closing_waiters, []
-            tightened = closing.tighten(grace, deadline)
+            tightened = closing.tighten(self._describe(), grace, deadline)
             if shut_now or tightened:
-                children = tuple(self._children)
+                children = tuple(self._children.copy())
             if tightened:
-                records = tuple(self._records)
+                records = tuple(self._records.copy())
             if not self._holds and not closing.drained():
                 drained = self._drain(closing)
         if self._dirty:
@@ -586,11 +588,7 @@ class Gate:
         for wakeup in opening_waiters:
             wakeup.wake()
         if tightened:
-            assert closing.deadline is not None
-            reason = closing.cancel_reason(self._describe())
-            for record in records:
-                if isinstance(record, _CancellableRecord):
-                    record.escalate(closing.deadline, reason)
+            closing.escalate(records)
         for child in children:
             child._shut(grace, deadline)
         if drained is not None:
@@ -681,23 +679,14 @@ class Gate:
                 closing.warned_at = monotonic()
         if not first:
             return
-        records = tuple(self._records)
-        task = anyio.get_current_task().id
-        # Only holds of cancellable blocks know their task; any other hold might
-        # be in the closing task itself.
-        known = sum(
-            1
-            for r in records
-            if isinstance(r, _ChildRecord)
-            or (isinstance(r, _CancellableRecord) and r.task not in (None, task))
-        )
+        task = anyio.get_current_task()
         _diagnostics._warn_slow_close(
             self._name,
             monotonic() - closing.started,
             self.count,
-            records,
-            anyio.get_current_task().name,
-            closer_may_hold=self.count > known,
+            tuple(self._records.copy()),
+            task.name,
+            task.id,
         )
 
     def _check_not_held_by_closer(self) -> None:
@@ -706,7 +695,7 @@ class Gate:
         if not self._records:
             return
         task = anyio.get_current_task().id
-        for record in tuple(self._records):
+        for record in tuple(self._records.copy()):
             if isinstance(record, _CancellableRecord) and record.task == task:
                 holder = "an unnamed guard" if record.name is None else repr(record.name)
                 raise RuntimeError(
@@ -868,7 +857,7 @@ class Gate:
 
         A child gate is listed as ``"gate 'its name'"``.
         """
-        return _diagnostics._holders(tuple(self._records))
+        return _diagnostics._holders(tuple(self._records.copy()))
 
     def statistics(self) -> GateStatistics:
         """A snapshot of the gate, for metrics and debugging.
@@ -1160,9 +1149,7 @@ class _CancellableGuard(_NamedGuard):
         record.scope = scope
         closing = self._gate._closing
         if closing is not None and closing.deadline is not None:
-            record.escalate_here(
-                scope, closing.deadline, closing.cancel_reason(self._gate._describe())
-            )
+            record.escalate_here(scope, closing.deadline, closing.reason)
         return self
 
     def __exit__(
