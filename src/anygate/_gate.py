@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import sysconfig
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from threading import Lock
@@ -579,7 +580,7 @@ class Gate:
                 children = tuple(self._children.copy())
             if tightened:
                 records = tuple(self._records.copy())
-            if not self._holds and not closing.drained():
+            if not _count_after_store(self._holds) and not closing.drained():
                 drained = self._drain(closing)
         if self._dirty:
             self._settle()
@@ -1181,6 +1182,27 @@ class _CancellableGuard(_NamedGuard):
             self.release()
         record.cancelled_caught = scope.cancelled_caught
         return caught
+
+
+if sysconfig.get_config_var("Py_GIL_DISABLED"):
+
+    def _count_after_store(holds: list[None]) -> int:
+        """The count, read after a full barrier that follows the caller's stores.
+
+        An entry counts itself, then reads the closed flag; a close sets the
+        flag, then reads the count. Each side needs its store ordered before
+        its load (Dekker). The entry's append ends by unlocking the list, a
+        sequentially consistent compare-and-swap; here, copying the list locks
+        it, another one. Both are full barriers on x86-64 and on AArch64 with
+        its LSE atomics. Under the GIL the GIL's hand-off is one, so the GIL
+        build reads the length directly.
+        """
+        return len(holds.copy())
+
+else:
+
+    def _count_after_store(holds: list[None]) -> int:
+        return len(holds)
 
 
 def _require_loop(what: str) -> None:
