@@ -14,15 +14,20 @@ class TaskStarter(Protocol):
     """
     def start_soon(
         self, func: Callable[..., Coroutine[Any, Any, Any]], /, *args: Any, name: Any = None
-    ) -> object: ...
+    ) -> object:
+        """Start ``func(*args)`` as a task, without waiting."""
     async def start(
         self, func: Callable[..., Coroutine[Any, Any, Any]], /, *args: Any, name: Any = None
-    ) -> Any: ...
+    ) -> Any:
+        """Start ``func(*args, task_status=...)`` and return what it passes to
+        ``task_status.started()``.
+        """
 
 class HasGate(Protocol):
     """An object that owns a gate as its ``gate`` attribute, for :func:`gated`."""
     @property
-    def gate(self) -> Gate: ...
+    def gate(self) -> Gate:
+        """The gate that :func:`gated` methods hold."""
 
 _G = TypeVar("_G", bound=HasGate)
 
