@@ -57,14 +57,17 @@ class Admission:
             self._line.remove(waiter)
             waiter.state = LEFT
 
-    def admit(self, count: int) -> list[Waiter]:
-        """Admit waiters, oldest first, while ``count`` holds leave room.
+    def admit(self, holds: list[None]) -> list[Waiter]:
+        """Admit waiters, oldest first, while the holds counted in ``holds``
+        leave room, counting a hold for each; the owner then wakes them.
 
-        The owner must count one hold for each waiter returned, then wake it.
+        Each hold is counted before its waiter leaves the line: an entry that
+        counts itself meanwhile finds the line still full, or the room taken.
         """
         admitted: list[Waiter] = []
         line = self._line
-        while line and count + len(admitted) < self.limit:
+        while line and len(holds) < self.limit:
+            holds.append(None)
             waiter = line.popleft()
             waiter.state = ADMITTED
             admitted.append(waiter)

@@ -4,7 +4,7 @@ import math
 import sysconfig
 import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from threading import Lock
+from threading import RLock, get_ident
 from time import monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -93,9 +93,12 @@ class Gate:
         "_holds",
         "_last_close",
         "_lock",
+        "_locked",
         "_name",
+        "_owner",
         "_parent",
         "_parent_guard",
+        "_pending_shuts",
         "_records",
         "_refused",
         "_slow",
@@ -127,9 +130,21 @@ class Gate:
         self._slow = self._admission is not None
         # Guards the state changes of a close, a reopen and the line of waiters.
         # Never held while calling out (waking, logging, releasing).
-        self._lock = Lock()
+        # Reentrant only so that a KeyboardInterrupt landing right after an
+        # acquire can be undone (RLock._is_owned); it is never taken twice, since
+        # every acquire first checks _owner.
+        self._lock = RLock()
+        # The thread holding the lock, so that a finalizer or a signal handler
+        # running inside a locked region of this gate, in that same thread,
+        # neither waits for the lock forever nor runs in the middle of it.
+        self._owner: int | None = None
         # Set by a release whose follow-up awaits the lock's holder (see _settle).
         self._dirty = False
+        # Shuts requested from inside a locked region, by a signal handler or a
+        # finalizer: (grace, deadline), done as the region is left.
+        self._pending_shuts: list[tuple[float | None, float | None]] = []
+        # `with self._locked:` takes the lock, and settles after letting it go.
+        self._locked = _Locked(self)
         # Named and cancellable holds, oldest first. Changed without a lock, even
         # by finalizers, so read only through dict.copy(): one C call, which
         # nothing can interleave with.
@@ -251,12 +266,11 @@ class Gate:
         guard._record = record
         return guard
 
-    def _adopt(self, holds: list[None], name: str | None, cancellable: bool) -> GateGuard:
-        """Make the guard for a hold already counted in ``holds``."""
+    def _unheld_guard(self, name: str | None, cancellable: bool) -> GateGuard:
+        """A guard, and its record if it has one, for a hold not yet counted."""
         if name is None and not cancellable:
             guard = _new_guard(GateGuard)
             guard._gate = self
-            guard._holds = holds
             return guard
         record: _Record
         if cancellable:
@@ -265,10 +279,15 @@ class Gate:
             record = _new_record(_Record)
             record.name = name
             record.since = monotonic()
-        named = self._new_named(_CancellableGuard if cancellable else _NamedGuard, record)
-        named._holds = holds
-        self._records[record] = None
-        return named
+        return self._new_named(_CancellableGuard if cancellable else _NamedGuard, record)
+
+    def _adopt(self, holds: list[None], name: str | None, cancellable: bool) -> GateGuard:
+        """Make the guard for a hold already counted in ``holds``."""
+        guard = self._unheld_guard(name, cancellable)
+        guard._holds = holds
+        if isinstance(guard, _NamedGuard):
+            self._records[guard._record] = None
+        return guard
 
     def _admit(self, guard: GateGuard) -> None:
         """Keep the hold just counted for ``guard``, or give it back and raise."""
@@ -289,8 +308,11 @@ class Gate:
     def _refuse(self) -> None:
         """Give back the hold of a refused entry."""
         self._leave()
-        with self._lock:
-            self._refused += 1
+        # No lock: an entry may be refused in a signal handler that interrupted
+        # this gate's own locked region. Under the GIL, from Python 3.11, nothing
+        # can run between the read and the write; on 3.10 and on free-threaded
+        # builds, concurrent refusals in threads may be undercounted.
+        self._refused += 1
 
     def try_enter(self, name: str | None = None, *, cancellable: bool = False) -> GateGuard | None:
         """Like :meth:`enter`, but return ``None`` where it would raise
@@ -378,28 +400,28 @@ class Gate:
         assert admission is not None
         waiter = Waiter()
         holds = self._holds
-        with self._lock:
+        with self._locked:
             error = self._closed_error() if self._closing is not None else None
             if error is None:
-                if admission.has_room(len(holds) + 1):
-                    holds.append(None)
+                # Count first, as enter() does, so that no entry from another
+                # thread fits into the room between a look and the count.
+                holds.append(None)
+                if admission.has_room(len(holds)):
                     waiter.state = ADMITTED
                 else:
                     admission.join(waiter)
-        if self._dirty:
-            self._settle()
+                    holds.pop()
+                    self._dirty = True  # that pop's follow-up, once unlocked
         if error is not None:
             raise error
         if waiter.state != ADMITTED:
             try:
                 await waiter.wakeup.event.wait()
             except BaseException:
-                with self._lock:
+                with self._locked:
                     admission.leave(waiter)
                 if waiter.state == ADMITTED:
                     self._leave()  # admitted in the same tick: hand the place on
-                if self._dirty:
-                    self._settle()
                 raise
             if waiter.state == REFUSED:
                 raise self._closed_error()
@@ -516,7 +538,8 @@ class Gate:
         record = _ChildRecord(name, child.holders)
         guard = self._new_named(_NamedGuard, record)
         holds = self._holds
-        with self._lock:
+        _lock_for(self)
+        try:
             error = self._refusal()
             if error is None:
                 holds.append(None)
@@ -524,8 +547,11 @@ class Gate:
                 child._parent_guard = guard
                 self._records[record] = None
                 self._children[child] = None
-        if settle and self._dirty:
-            self._settle()
+        finally:
+            self._owner = None
+            self._lock.release()
+            if settle:
+                self._after_unlock()
         if error is not None:
             raise error
 
@@ -558,13 +584,23 @@ class Gate:
         grace = _check_seconds("grace", grace)
         self._shut(grace, None if grace is None else monotonic() + grace)
 
-    def _shut(self, grace: float | None, deadline: float | None) -> Closing:
+    def _shut(self, grace: float | None, deadline: float | None) -> Closing | None:
+        """Shut the gate; ``None`` if that had to wait for a locked region to end.
+
+        A signal handler or finalizer may call this inside one of this gate's
+        locked regions, in the thread holding the lock: then the shut is done as
+        the region is left, before that thread runs anything else.
+        """
+        if self._owner == get_ident():
+            self._pending_shuts.append((grace, deadline))
+            self._dirty = True
+            return None
         refused: list[Waiter] = []
         opening_waiters: list[Wakeup] = []
         children: tuple[Gate, ...] = ()
         records: tuple[_Record, ...] = ()
         drained: list[Wakeup] | None = None
-        with self._lock:
+        with self._locked:
             closing = self._closing
             shut_now = closing is None
             if closing is None:
@@ -582,8 +618,6 @@ class Gate:
                 records = tuple(self._records.copy())
             if not _count_after_store(self._holds) and not closing.drained():
                 drained = self._drain(closing)
-        if self._dirty:
-            self._settle()
         for waiter in refused:
             waiter.wakeup.wake()
         for wakeup in opening_waiters:
@@ -639,17 +673,19 @@ class Gate:
         closing = self._shut(grace, None if grace is None else monotonic() + grace)
         return self._wait_drained(closing)
 
-    async def _wait_drained(self, closing: Closing) -> None:
+    async def _wait_drained(self, closing: Closing | None) -> None:
+        if closing is None:
+            # Shut from inside a locked region: done by the time this runs.
+            closing = self._closing
+            assert closing is not None
         if closing.drained():
             await anyio.lowlevel.checkpoint()
             return
         self._check_not_held_by_closer()
         waiter = Wakeup()
-        with self._lock:
+        with self._locked:
             if not closing.drained():
                 closing.waiters.append(waiter)
-        if self._dirty:
-            self._settle()
         try:
             while not closing.drained():
                 warn_at = closing.warn_at(self._warn_after)
@@ -660,12 +696,10 @@ class Gate:
                 with anyio.move_on_after(delay):
                     await waiter.event.wait()
         finally:
-            with self._lock:
+            with self._locked:
                 if waiter in closing.waiters:
                     closing.waiters.remove(waiter)
-            if self._dirty:
-                self._settle()
-        with self._lock:
+        with self._locked:
             log = closing.warned_at is not None and not closing.completion_logged
             closing.completion_logged = True
         took = closing.duration()
@@ -674,7 +708,7 @@ class Gate:
         await anyio.lowlevel.checkpoint()
 
     def _warn(self, closing: Closing) -> None:
-        with self._lock:
+        with self._locked:
             first = closing.warned_at is None
             if first:
                 closing.warned_at = monotonic()
@@ -728,7 +762,7 @@ class Gate:
         """
         if self._closing is None:
             waiter = Wakeup()
-            with self._lock:
+            with self._locked:
                 waiting = self._closing is None
                 if waiting:
                     self._closing_waiters.append(waiter)
@@ -736,7 +770,7 @@ class Gate:
                 try:
                     await waiter.event.wait()
                 finally:
-                    with self._lock:
+                    with self._locked:
                         if waiter in self._closing_waiters:
                             self._closing_waiters.remove(waiter)
                 return
@@ -757,7 +791,7 @@ class Gate:
         :raises GateClosed: if the gate has a parent that is closed; the gate
             stays closed
         """
-        with self._lock:
+        with self._locked:
             closing = self._closing
             error = None
             drained = None
@@ -769,14 +803,12 @@ class Gate:
                 else:
                     # Nothing holds it: this call is the one to see the drain.
                     drained = self._drain(closing)
-        if self._dirty:
-            self._settle()
         if error is not None:
             raise error
         if drained is not None:
             self._drained(drained, soon=False)
         parent = self._parent
-        self._lock.acquire()
+        _lock_for(self)
         try:
             if self._closing is not closing:
                 raise RuntimeError(f"cannot reopen {self!r}: another call reopened it")
@@ -786,17 +818,24 @@ class Gate:
             self._closing = None
             self._slow = self._admission is not None
         finally:
+            self._owner = None
             self._lock.release()
-            if self._dirty:
-                self._settle()
-            if parent is not None and parent._dirty:
-                parent._settle()
+            self._after_unlock()
+            if parent is not None:
+                parent._after_unlock()
         # A parent that closed meanwhile found this gate still closed; close it now.
         parent_closing = None if parent is None else parent._closing
         if parent_closing is not None:
             self._shut(parent_closing.grace, parent_closing.deadline)
 
     # -- Releasing ---------------------------------------------------------------
+
+    def _after_unlock(self) -> None:
+        """What every holder of the lock does after letting it go."""
+        if self._pending_shuts:
+            self._shut_pending()
+        if self._dirty:
+            self._settle()
 
     def _leave(self) -> None:
         self._holds.pop()
@@ -812,8 +851,12 @@ class Gate:
         again after letting go. Wakeups are done with the lock released.
         """
         self._dirty = True
+        me = get_ident()
         lock = self._lock
-        while self._dirty and lock.acquire(blocking=False):
+        while self._dirty:
+            if self._owner == me or not _acquire(lock, blocking=False):
+                return  # the holder settles on its way out
+            self._owner = me
             try:
                 self._dirty = False
                 drained = admitted = None
@@ -823,16 +866,23 @@ class Gate:
                     if not holds and not closing.drained():
                         drained = self._drain(closing)
                 elif self._admission is not None and len(self._admission):
-                    admitted = self._admission.admit(len(holds))
-                    for _ in admitted:
-                        holds.append(None)
+                    admitted = self._admission.admit(holds)
             finally:
+                self._owner = None
                 lock.release()
             if drained is not None:
                 self._drained(drained, soon)
             if admitted:
                 for waiter in admitted:
                     waiter.wakeup.wake(soon)
+            self._shut_pending()
+
+    def _shut_pending(self) -> None:
+        """Carry out the shuts requested inside a locked region, now it is left."""
+        pending = self._pending_shuts
+        while pending:
+            grace, deadline = pending.pop(0)
+            self._shut(grace, deadline)
 
     def _drain(self, closing: Closing) -> list[Wakeup]:
         """Under the lock: mark ``closing`` drained."""
@@ -888,6 +938,29 @@ class Gate:
 
     def _closed_error(self) -> GateClosed:
         return GateClosed(f"{self._describe()} is closed")
+
+
+@final
+class _Locked:
+    """The gate's lock as a context manager that keeps the ``_dirty`` promise.
+
+    A release that found the lock taken left its follow-up to the lock's
+    holder: every holder settles after letting go, so none is ever lost.
+    """
+
+    __slots__ = ("_gate",)
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+
+    def __enter__(self) -> None:
+        _lock_for(self._gate)
+
+    def __exit__(self, *exc_info: object) -> None:
+        gate = self._gate
+        gate._owner = None
+        gate._lock.release()
+        gate._after_unlock()
 
 
 @final
@@ -1024,13 +1097,21 @@ class GateGuard:
         holds = self._holds
         if holds is None:
             raise RuntimeError(f"cannot clone {self!r}: it has been released")
+        gate = self._gate
+        # Built before the count is taken, as in Gate.enter(), so that a
+        # KeyboardInterrupt can leak a hold only as the counting call returns.
+        clone = gate._unheld_guard(name, cancellable)
         holds.append(None)
+        clone._holds = holds
         # Released by another thread meanwhile: the count may have reached zero
         # and a close may have drained, so the clone must not be admitted.
         if self._holds is None:
-            self._gate._leave()
+            clone._holds = None
+            gate._leave()
             raise RuntimeError(f"cannot clone {self!r}: it has been released")
-        return self._gate._adopt(holds, name, cancellable)
+        if isinstance(clone, _NamedGuard):
+            gate._records[clone._record] = None
+        return clone
 
     def __enter__(self) -> Self:
         return self
@@ -1182,6 +1263,29 @@ class _CancellableGuard(_NamedGuard):
             self.release()
         record.cancelled_caught = scope.cancelled_caught
         return caught
+
+
+def _acquire(lock: RLock, blocking: bool = True) -> bool:
+    """``lock.acquire()``, undone if a KeyboardInterrupt lands as it returns."""
+    try:
+        return lock.acquire(blocking)
+    except BaseException:
+        if lock._is_owned():  # type: ignore[attr-defined]
+            lock.release()
+        raise
+
+
+def _lock_for(gate: Gate) -> None:
+    """Take ``gate``'s lock for this thread, which must not hold it already."""
+    me = get_ident()
+    if gate._owner == me:
+        raise RuntimeError(
+            f"{gate!r} was used from a signal handler or finalizer that interrupted "
+            "the gate's own locked region; only entering, releasing, cloning and "
+            "close_nowait() are allowed there"
+        )
+    _acquire(gate._lock)
+    gate._owner = me
 
 
 if sysconfig.get_config_var("Py_GIL_DISABLED"):
