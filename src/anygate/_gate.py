@@ -686,6 +686,7 @@ class Gate:
         with self._locked:
             if not closing.drained():
                 closing.waiters.append(waiter)
+        waited = False
         try:
             while not closing.drained():
                 warn_at = closing.warn_at(self._warn_after)
@@ -695,6 +696,7 @@ class Gate:
                     continue
                 with anyio.move_on_after(delay):
                     await waiter.event.wait()
+                waited = True
         finally:
             with self._locked:
                 if waiter in closing.waiters:
@@ -705,7 +707,8 @@ class Gate:
         took = closing.duration()
         if log and took is not None:
             _diagnostics._log_close_completed(self._name, took)
-        await anyio.lowlevel.checkpoint()
+        if not waited:
+            await anyio.lowlevel.checkpoint()  # every call is a checkpoint
 
     def _warn(self, closing: Closing) -> None:
         with self._locked:
@@ -854,7 +857,7 @@ class Gate:
         me = get_ident()
         lock = self._lock
         while self._dirty:
-            if self._owner == me or not _acquire(lock, blocking=False):
+            if self._owner == me or not _take(lock, blocking=False):
                 return  # the holder settles on its way out
             self._owner = me
             try:
@@ -1265,7 +1268,7 @@ class _CancellableGuard(_NamedGuard):
         return caught
 
 
-def _acquire(lock: RLock, blocking: bool = True) -> bool:
+def _take(lock: RLock, blocking: bool = True) -> bool:
     """``lock.acquire()``, undone if a KeyboardInterrupt lands as it returns."""
     try:
         return lock.acquire(blocking)
@@ -1284,7 +1287,7 @@ def _lock_for(gate: Gate) -> None:
             "the gate's own locked region; only entering, releasing, cloning and "
             "close_nowait() are allowed there"
         )
-    _acquire(gate._lock)
+    _take(gate._lock)
     gate._owner = me
 
 
