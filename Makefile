@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BACKEND ?= asyncio
 BENCH_ARGS ?= --fast
 
-.PHONY: check test typecheck lint verifytypes demo bench dist matrix clean
+.PHONY: check test typecheck lint verifytypes demo bench dist matrix python-ft clean
 
 $(VENV)/.test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,11 @@ matrix: $(VENV)/.test
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(MATRIX) .
 	PATH=$(subst $(space),:,$(MATRIX_BINS)):$$PATH $(VENV)/bin/nox --report $(MATRIX)/report.json; \
 		status=$$?; $(PY) tools/matrix_summary.py $(MATRIX)/report.json; exit $$status
+
+# A free-threaded CPython 3.13 for `make matrix`: reuses an installed pyenv
+# 3.13.*t, or builds one (see the script for where its source comes from).
+python-ft:
+	bash tools/python_ft.sh
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .pytest_cache .hypothesis .nox
