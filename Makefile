@@ -61,9 +61,12 @@ dist: $(VENV)/.test
 # The test suite on each supported Python, each in its own environment with the
 # wheel installed. One pyenv interpreter of each version goes on the PATH, where
 # nox looks for python3.X; a version missing there is reported, loudly, as not tested.
+# The free-threaded 3.13 (`make python-ft`) goes last, as its bin directory also
+# holds a python3.13 that must not stand in for the GIL build.
 MATRIX := build/matrix
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
-MATRIX_BINS := $(foreach v,3.10 3.11 3.12 3.13,$(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin))))
+MATRIX_BINS := $(foreach v,3.10 3.11 3.12 3.13,$(lastword $(sort $(filter-out %t/bin,$(wildcard $(PYENV_ROOT)/versions/$(v).*/bin)))))
+MATRIX_BINS += $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/3.13.*t/bin)))
 empty :=
 space := $(empty) $(empty)
 matrix: $(VENV)/.test
