@@ -23,7 +23,13 @@ die() {
 }
 say() { printf 'make python-ft: %s\n' "$*" >&2; }
 
-command -v pyenv >/dev/null || die "pyenv is not installed: a free-threaded CPython cannot be built"
+if ! command -v pyenv >/dev/null; then
+    # Installed but not on the PATH, as in a shell that never ran pyenv's init.
+    for bin in "${PYENV_ROOT:-}/bin" "$HOME/.pyenv/bin"; do
+        if [ -x "$bin/pyenv" ]; then PATH=$bin:$PATH; break; fi
+    done
+fi
+command -v pyenv >/dev/null || die "pyenv is not installed (nor on the PATH): a free-threaded CPython cannot be built"
 pyenv_root=$(pyenv root)
 
 # True if $1 is a free-threaded CPython whose GIL really is off with PYTHON_GIL=0.
