@@ -43,8 +43,8 @@ def tests(session: nox.Session) -> None:
     free_threaded = str(session.python).endswith("t")
     # pyenv's 3.13t bin holds a python3.13 too: make sure each session got the build it names.
     session.run("python", "-c", BUILD_IS, "t" if free_threaded else "gil", silent=True)
-    env = {}
-    install_options = []
+    env: dict[str, str] = {}
+    install_options: list[str] = []
     if free_threaded:
         env["PYTHON_GIL"] = "0"
         # The newest hypothesis has a Rust extension with no free-threaded wheel,
