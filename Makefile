@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BACKEND ?= asyncio
 BENCH_ARGS ?= --fast
 
-.PHONY: check test typecheck lint verifytypes demo bench dist matrix clean
+.PHONY: check test typecheck lint verifytypes demo bench dist matrix python-ft clean
 
 $(VENV)/.test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -61,9 +61,12 @@ dist: $(VENV)/.test
 # The test suite on each supported Python, each in its own environment with the
 # wheel installed. One pyenv interpreter of each version goes on the PATH, where
 # nox looks for python3.X; a version missing there is reported, loudly, as not tested.
+# The free-threaded 3.13 (`make python-ft`) goes last, as its bin directory also
+# holds a python3.13 that must not stand in for the GIL build.
 MATRIX := build/matrix
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
-MATRIX_BINS := $(foreach v,3.10 3.11 3.12 3.13,$(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/$(v).*/bin))))
+MATRIX_BINS := $(foreach v,3.10 3.11 3.12 3.13,$(lastword $(sort $(filter-out %t/bin,$(wildcard $(PYENV_ROOT)/versions/$(v).*/bin)))))
+MATRIX_BINS += $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/3.13.*t/bin)))
 empty :=
 space := $(empty) $(empty)
 matrix: $(VENV)/.test
@@ -71,6 +74,11 @@ matrix: $(VENV)/.test
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(MATRIX) .
 	PATH=$(subst $(space),:,$(MATRIX_BINS)):$$PATH $(VENV)/bin/nox --report $(MATRIX)/report.json; \
 		status=$$?; $(PY) tools/matrix_summary.py $(MATRIX)/report.json; exit $$status
+
+# A free-threaded CPython 3.13 for `make matrix`: reuses an installed pyenv
+# 3.13.*t, or builds one (see the script for where its source comes from).
+python-ft:
+	bash tools/python_ft.sh
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .pytest_cache .hypothesis .nox

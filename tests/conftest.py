@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import sys
+import sysconfig
 from typing import Any
 
 import pytest
@@ -11,3 +14,21 @@ from helpers import BACKENDS
 def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     backend: tuple[str, dict[str, Any]] = request.param
     return backend
+
+
+def gil_enabled() -> bool:
+    # sys._is_gil_enabled() is new in 3.13; before it the GIL was always on.
+    return bool(getattr(sys, "_is_gil_enabled", lambda: True)())
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # PYTHON_GIL=0 asks for a run without the GIL (make matrix's 3.13t session);
+    # `-X gil=1` would quietly override it, and the run would prove nothing.
+    if os.environ.get("PYTHON_GIL") == "0" and gil_enabled():
+        raise pytest.UsageError("PYTHON_GIL=0 is set, but the GIL is enabled")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return f"free-threaded build, GIL enabled: {gil_enabled()}"
+    return None

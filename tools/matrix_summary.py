@@ -16,13 +16,16 @@ def main(report_path: str) -> int:
     untested = []
     for session in sessions:
         name = session["signatures"][0] if session["signatures"] else session["name"]
-        print(f"  {name}: {session['result']}")
+        build = " (free-threaded, GIL off)" if name.endswith("t") else ""
+        print(f"  {name}{build}: {session['result']}")
         if session["result"] != "success":
             untested.append((name, session))
     banner = "!" * 72
     for name, session in untested:
         result = session["result"].upper()
         reason = session.get("reason") or "see its log above"
+        if name.endswith("t") and session["result"] == "skipped":
+            reason += "; `make python-ft` builds one"
         verdict = "NOT TESTED" if session["result"] == "skipped" else "TESTS DID NOT PASS"
         print(f"\n{banner}\n!! {name} {result}, {verdict}: {reason}\n{banner}")
     return 0
