@@ -29,7 +29,8 @@ def tests(session: nox.Session) -> None:
     wheels = sorted(WHEELS.glob("anygate-*.whl"))
     if len(wheels) != 1:
         session.error(f"expected one wheel in {WHEELS}, found {len(wheels)}: run `make matrix`")
-    session.install(f"{wheels[0]}[test]")
+    # The examples extra: tests/test_web_service.py serves examples/web_service.py.
+    session.install(f"{wheels[0]}[test,examples]")
     # The source tree must not shadow the wheel.
     session.run("python", "-c", FROM_THE_WHEEL)
     session.run("python", "-m", "pytest", *session.posargs)
