@@ -27,6 +27,7 @@ test: $(VENV)/.test
 typecheck: $(VENV)/.test
 	$(PY) -m mypy src/anygate
 	MYPYPATH=stubs $(PY) -m mypy tests examples
+	MYPYPATH=stubs $(PY) -m mypy docs
 	MYPYPATH=stubs $(PY) -m mypy.stubtest anygate
 	$(PY) tools/stub_docs.py --check
 

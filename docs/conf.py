@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from docutils.nodes import Element, TextElement
+from docutils.nodes import TextElement
+from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.ext import intersphinx
@@ -16,7 +17,7 @@ HERE = Path(__file__).parent
 
 project = "anygate"
 author = "anygate's authors"
-copyright = "anygate's authors"  # noqa: A001 (Sphinx's name for it)
+copyright = "anygate's authors"
 release = anygate.__version__
 version = release
 
@@ -63,6 +64,12 @@ nitpick_ignore = [
     ("py:class", "_P.args"),
     ("py:class", "_P.kwargs"),
 ]
+# The pages link to the API of the core rewrite (see docs/conftest.py), whose
+# names do not exist before it lands: ignored until then, checked from then on.
+PENDING_API = ["close_nowait", "wait_closing", "start", "statistics"]
+nitpick_ignore += [
+    ("py:meth", f"anygate.Gate.{name}") for name in PENDING_API if not hasattr(anygate.Gate, name)
+]
 
 # Intersphinx without a network: the inventories of Python's, anyio's and
 # trio's docs are committed in _inventories/, so the build works offline and
@@ -84,7 +91,7 @@ ANNOTATION_TARGETS = {"TaskGroup": "anyio.abc.TaskGroup"}
 
 
 def resolve_annotation(
-    app: Sphinx, env: BuildEnvironment, node: Element, contnode: TextElement
+    app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: TextElement
 ) -> Any:
     target = ANNOTATION_TARGETS.get(node.get("reftarget", ""))
     if target is None:
