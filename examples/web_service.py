@@ -11,7 +11,8 @@ returned, nothing is using them and they are deleted. The patterns shown:
   byte is sent: the guard is released by the response once it has been sent,
   not by the handler when it returns the response.
 - A long-poll holds a *cancellable* guard: a close with a grace period ends it
-  with a 503 once the grace is over.
+  with a 503 once the grace is over. So does a never-ending stream of events,
+  whose body then ends once the grace is over.
 - ``POST /admin/tenants/{tenant}/close`` closes one tenant while the others
   go on serving.
 - On SIGTERM or SIGINT, the gates are closed from the server's shutdown
@@ -56,7 +57,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from anygate import Gate, GateClosed, GateGuard
 
@@ -150,7 +151,11 @@ class Service:
         return self._tickets.setdefault(name, anyio.Event())
 
     def published(self, tenant: str) -> anyio.Event:
+        """Set at the tenant's next event."""
         return self._published.setdefault(tenant, anyio.Event())
+
+    def publish(self, tenant: str) -> None:
+        self._published.pop(tenant, anyio.Event()).set()
 
     async def shutdown(self, drain_timeout: float) -> None:
         """Close every tenant at once, then wait for them all to drain.
@@ -191,8 +196,10 @@ class HeldStreamingResponse(StreamingResponse):
     The guard is released when the response has been sent, or has failed (the
     client went away), in the task that sends it. A cancellable guard works
     too: its cancel scope is entered and left around the whole send, in that
-    one task. Never put a cancellable guard inside the body's async generator:
-    the generator may be resumed or closed from another task.
+    one task, and when a close's grace cuts the stream, the body is ended
+    properly, so that the client sees a complete response. Never put a
+    cancellable guard inside the body's async generator: the generator may be
+    resumed or closed from another task.
     """
 
     def __init__(self, guard: GateGuard, content: AsyncIterator[bytes], media_type: str) -> None:
@@ -200,8 +207,18 @@ class HeldStreamingResponse(StreamingResponse):
         self.guard = guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = ended = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started, ended
+            started = started or message["type"] == "http.response.start"
+            ended = message["type"] == "http.response.body" and not message.get("more_body")
+            await send(message)
+
         with self.guard:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, watched)
+        if self.guard.cancelled_caught and started and not ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class HeldFileResponse(FileResponse):
@@ -259,8 +276,22 @@ def build_app(service: Service) -> Starlette:
         tenant = service.tenant(request)
         with tenant.gate:
             tenant.events += 1
-            service._published.pop(tenant.name, anyio.Event()).set()
+            service.publish(tenant.name)
         return JSONResponse({"tenant": tenant.name, "events": tenant.events})
+
+    async def feed(request: Request) -> Response:
+        """The tenant's events as a never-ending stream, cut by a close's grace."""
+        tenant = service.tenant(request)
+        guard = tenant.gate.enter("feed", cancellable=True)
+        service.notify()
+
+        async def lines() -> AsyncIterator[bytes]:
+            yield b"subscribed\n"
+            while True:
+                await service.published(tenant.name).wait()
+                yield f"event {tenant.events}\n".encode()
+
+        return HeldStreamingResponse(guard, lines(), media_type="text/plain")
 
     async def export(request: Request) -> Response:
         """The tenant's data as a stream, read chunk by chunk while it is sent."""
@@ -331,6 +362,7 @@ def build_app(service: Service) -> Starlette:
             Route("/t/{tenant}/work/{ticket}", work),
             Route("/t/{tenant}/poll", poll),
             Route("/t/{tenant}/events", publish, methods=["POST"]),
+            Route("/t/{tenant}/feed", feed),
             Route("/t/{tenant}/export", export),
             Route("/t/{tenant}/download", download),
             Route("/admin/tenants/{tenant}/close", close_tenant, methods=["POST"]),

@@ -174,7 +174,8 @@ async def test_admin_close_waits_for_responses_while_other_tenants_serve(
                 async with anyio.create_task_group() as tg:
                     poll = start_get(tg, client, "/t/alpha/poll")
                     work = start_get(tg, client, "/t/alpha/work/a1")
-                    await state(client, "alpha", holders=2)
+                    feed = start_get(tg, client, "/t/alpha/feed")
+                    await state(client, "alpha", holders=3)
                     download = SlowReader(client, "/t/alpha/download")
                     export = SlowReader(client, "/t/alpha/export")
                     tg.start_soon(download.run)
@@ -184,7 +185,7 @@ async def test_admin_close_waits_for_responses_while_other_tenants_serve(
                     # The handlers have returned their responses, which are being sent.
                     before = await state(client, "alpha")
                     holders = sorted(before["holders"])
-                    assert holders == ["download", "export", "long-poll", "work a1"]
+                    assert holders == ["download", "export", "feed", "long-poll", "work a1"]
 
                     closing = start_post(tg, client, "/admin/tenants/alpha/close")
                     after = await state(client, "alpha", closed=1)
@@ -205,6 +206,9 @@ async def test_admin_close_waits_for_responses_while_other_tenants_serve(
                 assert_refused(poll_response)
                 assert poll_response.json()["cancelled"] is True
                 assert work[0].status_code == 200
+                # The grace ended the never-ending feed, with a complete response.
+                assert feed[0].status_code == 200
+                assert feed[0].text == "subscribed\n"
                 download.check_body()
                 export.check_body()
 
