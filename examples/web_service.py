@@ -20,6 +20,7 @@ returned, nothing is using them and they are deleted. The patterns shown:
   answers during the grace (new requests get 503s), then stops. The ASGI
   lifespan shutdown would be too late: Hypercorn and Uvicorn run it only
   after they have drained, or given up on, the requests in progress.
+  ``--shutdown lifespan`` closes them there instead, to show the trap.
 
 Served by Hypercorn on asyncio, uvloop or trio, or by Uvicorn on asyncio::
 
@@ -49,6 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -121,8 +123,18 @@ class Tenant:
 class Service:
     """The tenants, and the server-side state the tests wait on."""
 
-    def __init__(self, root: Path, grace: float, file_size: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        grace: float,
+        drain_timeout: float,
+        file_size: int,
+        close_in_lifespan: bool = False,
+    ) -> None:
         self.grace = grace
+        self.drain_timeout = drain_timeout
+        self.close_in_lifespan = close_in_lifespan
         self.tenants = {name: Tenant(name, root / name, file_size) for name in TENANTS}
         self.shutting_down = False
         self._changed: anyio.Event | None = None
@@ -157,7 +169,22 @@ class Service:
     def publish(self, tenant: str) -> None:
         self._published.pop(tenant, anyio.Event()).set()
 
-    async def shutdown(self, drain_timeout: float) -> None:
+    async def server_stopping(self) -> None:
+        """Called by the server's shutdown trigger, before the server drains."""
+        if not self.close_in_lifespan:
+            await self.shutdown()
+
+    async def lifespan_shutdown(self) -> None:
+        """Called by the ASGI lifespan shutdown, after the server has drained."""
+        held = sum(tenant.gate.count for tenant in self.tenants.values())
+        log(f"lifespan shutdown; holds left: {held}")
+        if self.close_in_lifespan:
+            # The trap, kept for comparison (--shutdown lifespan): the server
+            # has already waited for the requests, then cancelled them; there is
+            # nothing left to close gracefully.
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
         """Close every tenant at once, then wait for them all to drain.
 
         Called by the server's shutdown trigger, while the server still accepts
@@ -171,13 +198,13 @@ class Service:
         open_tenants = [t for t in self.tenants.values() if not t.gate.closed]
         drains = [tenant.close(self.grace) for tenant in open_tenants]
         self.notify()
-        with anyio.move_on_after(drain_timeout) as scope:
+        with anyio.move_on_after(self.drain_timeout) as scope:
             async with anyio.create_task_group() as tg:
                 for drain in drains:
                     tg.start_soon(_await, drain)
         if scope.cancelled_caught:
             held = {t.name: t.gate.holders() for t in open_tenants if t.gate.count}
-            log(f"gave up waiting after {drain_timeout}s; still held: {held}")
+            log(f"gave up waiting after {self.drain_timeout}s; still held: {held}")
         else:
             violations = sum(t.violations for t in self.tenants.values())
             log(
@@ -235,6 +262,11 @@ class HeldFileResponse(FileResponse):
 
 def build_app(service: Service) -> Starlette:
     """The ASGI application: the tenants' routes, the admin route and the debug routes."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await service.lifespan_shutdown()
 
     async def item(request: Request) -> Response:
         tenant = service.tenant(request)
@@ -372,6 +404,7 @@ def build_app(service: Service) -> Starlette:
         # GateClosed only: its base class, anyio.ClosedResourceError, also means
         # "a stream was closed", which is a bug here rather than a 503.
         exception_handlers={GateClosed: gate_closed},
+        lifespan=lifespan,
     )
 
 
@@ -382,9 +415,7 @@ async def wait_for_signal() -> None:
             return
 
 
-async def serve_hypercorn(
-    service: Service, sock: socket.socket, backend: str, drain_timeout: float
-) -> None:
+async def serve_hypercorn(service: Service, sock: socket.socket, backend: str) -> None:
     from hypercorn.config import Config
     from hypercorn.typing import ASGIFramework
 
@@ -394,13 +425,13 @@ async def serve_hypercorn(
     config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
     # Only what the gates let through is left to drain: this is a backstop.
-    config.graceful_timeout = drain_timeout
+    config.graceful_timeout = service.drain_timeout
 
     async def shutdown_trigger() -> None:
         # Hypercorn stops the server when this returns, then drains, then runs
         # the lifespan shutdown. The gates are closed and drained first.
         await wait_for_signal()
-        await service.shutdown(drain_timeout)
+        await service.server_stopping()
 
     # Hypercorn's ASGI types are stricter than Starlette's; the protocol is the same.
     app = cast("ASGIFramework", build_app(service))
@@ -414,7 +445,7 @@ async def serve_hypercorn(
         await serve_asyncio(app, config, shutdown_trigger=shutdown_trigger)
 
 
-async def serve_uvicorn(service: Service, sock: socket.socket, drain_timeout: float) -> None:
+async def serve_uvicorn(service: Service, sock: socket.socket) -> None:
     import uvicorn
 
     class GatedServer(uvicorn.Server):
@@ -423,15 +454,15 @@ async def serve_uvicorn(service: Service, sock: socket.socket, drain_timeout: fl
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             # Uvicorn's own shutdown closes the listeners, waits for the
             # connections, and only then runs the lifespan shutdown.
-            await service.shutdown(drain_timeout)
+            await service.server_stopping()
             await super().shutdown(sockets)
             log("server stopped")
 
     config = uvicorn.Config(
         build_app(service),
         log_level="warning",
-        lifespan="off",
-        timeout_graceful_shutdown=math.ceil(drain_timeout),
+        lifespan="on",
+        timeout_graceful_shutdown=math.ceil(service.drain_timeout),
     )
     # Uvicorn handles SIGTERM and SIGINT itself, by setting should_exit, and
     # raises the signal again once it has shut down, so the process ends by it.
@@ -448,6 +479,12 @@ def main(argv: list[str] | None = None) -> int:
         "--drain-timeout", type=float, default=30.0, help="seconds before shutdown gives up"
     )
     parser.add_argument("--file-size", type=int, default=4 * 1024 * 1024)
+    parser.add_argument(
+        "--shutdown",
+        choices=["trigger", "lifespan"],
+        default="trigger",
+        help="where the gates are closed: 'lifespan' shows the trap, for comparison",
+    )
     args = parser.parse_args(argv)
     if args.server == "uvicorn" and args.backend == "trio":
         parser.error("uvicorn runs on asyncio only")
@@ -459,14 +496,20 @@ def main(argv: list[str] | None = None) -> int:
     port = sock.getsockname()[1]
 
     with tempfile.TemporaryDirectory() as root:
-        service = Service(Path(root), args.grace, args.file_size)
+        service = Service(
+            Path(root),
+            grace=args.grace,
+            drain_timeout=args.drain_timeout,
+            file_size=args.file_size,
+            close_in_lifespan=args.shutdown == "lifespan",
+        )
 
         async def serve() -> None:
             log(f"{args.server} on {args.backend}, listening on http://127.0.0.1:{port}")
             if args.server == "uvicorn":
-                await serve_uvicorn(service, sock, args.drain_timeout)
+                await serve_uvicorn(service, sock)
             else:
-                await serve_hypercorn(service, sock, args.backend, args.drain_timeout)
+                await serve_hypercorn(service, sock, args.backend)
 
         backend = "trio" if args.backend == "trio" else "asyncio"
         options = {"use_uvloop": True} if args.backend == "uvloop" else {}

@@ -75,13 +75,14 @@ async def collect(stream: ByteReceiveStream, into: list[str]) -> None:
 
 
 @asynccontextmanager
-async def serving(kind: tuple[str, str]) -> AsyncIterator[Server]:
+async def serving(kind: tuple[str, str], *options: str) -> AsyncIterator[Server]:
     server_name, backend = kind
     command = [
         sys.executable,
         str(EXAMPLE),
         *("--server", server_name, "--backend", backend, "--port", "0"),
         *("--grace", str(GRACE), "--file-size", str(FILE_SIZE)),
+        *options,
     ]
     process = await anyio.open_process(command, stdout=PIPE, stderr=PIPE)
     try:
@@ -255,5 +256,41 @@ async def test_sigterm_closes_the_gates_before_the_server_drains(
 
     output = server.output()
     assert returncode == (-signal.SIGTERM if uvicorn else 0), output
-    assert "all tenants closed" in output
     assert "tenant files used after their close: 0" in output
+    # The gates were drained before the server drained, and its lifespan
+    # shutdown found nothing left holding them.
+    assert output.index("all tenants closed") < output.index("lifespan shutdown; holds left: 0")
+
+
+@pytest.mark.anyio
+async def test_closing_the_gates_in_the_lifespan_shutdown_is_too_late(
+    server_kind: tuple[str, str],
+) -> None:
+    """The trap the docs warn about, shown with ``--shutdown lifespan``.
+
+    The server drains first: it waits for the long-poll until its own timeout,
+    then cancels it, and the client gets an error instead of the grace's 503.
+    """
+    options = ("--shutdown", "lifespan", "--drain-timeout", "1")
+    with anyio.fail_after(60):
+        async with serving(server_kind, *options) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                outcome: list[int | str] = []
+
+                async def poll() -> None:
+                    try:
+                        outcome.append((await client.get("/t/alpha/poll")).status_code)
+                    except httpx.TransportError as exc:
+                        outcome.append(type(exc).__name__)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(poll)
+                    await state(client, "alpha", holders=1)
+                    server.process.send_signal(signal.SIGTERM)
+            await server.process.wait()
+
+    # A 500 from the cancelled handler, or a connection closed with no response.
+    assert outcome in ([500], ["RemoteProtocolError"]), server.output()
+    output = server.output()
+    # The gates are closed only after the server cancelled what held them.
+    assert output.index("lifespan shutdown; holds left: 0") < output.index("all tenants closed")
