@@ -31,6 +31,9 @@ GRACE = 0.3
 # Larger than the loopback socket buffers, so that a client that stops reading
 # keeps the server from sending the last byte.
 FILE_SIZE = 32 * 1024 * 1024
+# The servers' own backstop (--drain-timeout, their graceful timeout) is 30 s:
+# a server that exits within this bound after SIGTERM did not wait for it.
+PROMPT_EXIT = 15
 PATTERN = bytes(range(256))
 
 SERVERS = [
@@ -222,7 +225,8 @@ async def test_admin_close_waits_for_responses_while_other_tenants_serve(
 
             # Once the client has closed its connections, the server exits promptly.
             server.process.send_signal(signal.SIGTERM)
-            assert await server.process.wait() == (-signal.SIGTERM if uvicorn else 0)
+            with anyio.fail_after(PROMPT_EXIT):
+                assert await server.process.wait() == (-signal.SIGTERM if uvicorn else 0)
 
 
 @pytest.mark.anyio
@@ -252,11 +256,13 @@ async def test_sigterm_closes_the_gates_before_the_server_drains(
                     assert poll.json()["cancelled"] is True
 
             # Once the client has closed its connections, the server exits promptly.
-            returncode = await server.process.wait()
+            with anyio.fail_after(PROMPT_EXIT):
+                returncode = await server.process.wait()
 
     output = server.output()
     assert returncode == (-signal.SIGTERM if uvicorn else 0), output
     assert "tenant files used after their close: 0" in output
+    assert "gave up waiting" not in output
     # The gates were drained before the server drained, and its lifespan
     # shutdown found nothing left holding them.
     assert output.index("all tenants closed") < output.index("lifespan shutdown; holds left: 0")
