@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BACKEND ?= asyncio
 BENCH_ARGS ?=
 
-.PHONY: check test typecheck lint verifytypes demo bench dist matrix python-ft clean
+.PHONY: check test typecheck lint verifytypes docs doctest demo bench dist matrix python-ft clean
 
 $(VENV)/.test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.bench: $(VENV)/.test
 	$(PY) -m pip install --quiet -e '.[bench]'
 	touch $@
 
-check: test typecheck lint verifytypes
+check: test typecheck lint verifytypes docs doctest
 
 test: $(VENV)/.test
 	$(PY) -m pytest
@@ -27,6 +27,7 @@ test: $(VENV)/.test
 typecheck: $(VENV)/.test
 	$(PY) -m mypy src/anygate
 	MYPYPATH=stubs $(PY) -m mypy tests examples benchmarks
+	MYPYPATH=stubs $(PY) -m mypy docs
 	MYPYPATH=stubs $(PY) -m mypy.stubtest anygate
 	$(PY) tools/stub_docs.py --check
 
@@ -46,6 +47,18 @@ verifytypes: $(VENV)/.test
 		$(CURDIR)/$(VENV)/bin/basedpyright --verifytypes anygate --ignoreexternal --outputjson \
 		> $(CURDIR)/$(WHEEL_ENV)/types.json || true
 	$(PY) tools/check_type_report.py $(WHEEL_ENV)/types.json
+
+# The site, in docs/_build/html: warnings are errors (-W, all of them reported
+# with --keep-going) and every cross-reference must resolve (-n). Offline: the
+# intersphinx inventories are committed (see docs/conf.py).
+DOCS_OUT := docs/_build/html
+docs: $(VENV)/.test
+	$(VENV)/bin/sphinx-build -W --keep-going -n -q -b html docs $(DOCS_OUT)
+	@echo "docs built: $(DOCS_OUT)/index.html"
+
+# Every Python code block in the docs runs, on each backend (docs/conftest.py).
+doctest: $(VENV)/.test
+	$(PY) -m pytest docs
 
 demo: $(VENV)/.test
 	$(PY) examples/graceful_server.py --backend $(BACKEND)
@@ -83,4 +96,4 @@ python-ft:
 	bash tools/python_ft.sh
 
 clean:
-	rm -rf $(VENV) dist build .mypy_cache .pytest_cache .hypothesis .nox
+	rm -rf $(VENV) dist build .mypy_cache .pytest_cache .hypothesis .nox docs/_build

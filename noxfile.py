@@ -50,7 +50,8 @@ def tests(session: nox.Session) -> None:
         # The newest hypothesis has a Rust extension with no free-threaded wheel,
         # which cannot build without crates.io: take its newest wheel instead.
         install_options = ["--only-binary", "hypothesis"]
-    session.install(*install_options, f"{wheels[0]}[test]")
+    # The examples extra: tests/test_web_service.py serves examples/web_service.py.
+    session.install(*install_options, f"{wheels[0]}[test,examples]")
     # The source tree must not shadow the wheel.
     session.run("python", "-c", FROM_THE_WHEEL, env=env)
     if free_threaded:

@@ -1,0 +1,302 @@
+"""examples/web_service.py, served for real and driven by httpx clients on 127.0.0.1.
+
+Each server runs in its own process, on an ephemeral port: Hypercorn on asyncio,
+uvloop and trio, and Uvicorn on asyncio. The client runs on the same backend as
+the server (Uvicorn's on asyncio), so that between them the tests run the
+client on all three backends too, without running each server three times.
+
+No sleeps: the tests wait for the server's state through its /debug routes,
+which answer once the state is reached, and finish slow requests on cue.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from subprocess import PIPE
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from anyio.abc import ByteReceiveStream, Process, TaskGroup
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "web_service.py"
+GRACE = 0.3
+# Larger than the loopback socket buffers, so that a client that stops reading
+# keeps the server from sending the last byte.
+FILE_SIZE = 32 * 1024 * 1024
+# The servers' own backstop (--drain-timeout, their graceful timeout) is 30 s:
+# a server that exits within this bound after SIGTERM did not wait for it.
+PROMPT_EXIT = 15
+PATTERN = bytes(range(256))
+
+SERVERS = [
+    pytest.param(("hypercorn", "asyncio"), id="hypercorn-asyncio"),
+    pytest.param(("hypercorn", "uvloop"), id="hypercorn-uvloop"),
+    pytest.param(("hypercorn", "trio"), id="hypercorn-trio"),
+    pytest.param(("uvicorn", "asyncio"), id="uvicorn-asyncio"),
+]
+CLIENT_BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "asyncio": ("asyncio", {}),
+    "uvloop": ("asyncio", {"use_uvloop": True}),
+    "trio": ("trio", {}),
+}
+
+
+@pytest.fixture(params=SERVERS)
+def server_kind(request: pytest.FixtureRequest) -> tuple[str, str]:
+    kind: tuple[str, str] = request.param
+    return kind
+
+
+@pytest.fixture
+def anyio_backend(server_kind: tuple[str, str]) -> tuple[str, dict[str, Any]]:
+    return CLIENT_BACKENDS[server_kind[1]]
+
+
+@dataclass
+class Server:
+    process: Process
+    url: str
+    stdout: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+
+    def output(self) -> str:
+        return "".join(self.stdout) + "".join(self.stderr)
+
+
+async def collect(stream: ByteReceiveStream, into: list[str]) -> None:
+    # One append per read, so that a failing test shows the output up to then.
+    async for data in stream:
+        into.append(data.decode())  # noqa: PERF401
+
+
+@asynccontextmanager
+async def serving(kind: tuple[str, str], *options: str) -> AsyncIterator[Server]:
+    server_name, backend = kind
+    command = [
+        sys.executable,
+        str(EXAMPLE),
+        *("--server", server_name, "--backend", backend, "--port", "0"),
+        *("--grace", str(GRACE), "--file-size", str(FILE_SIZE)),
+        *options,
+    ]
+    process = await anyio.open_process(command, stdout=PIPE, stderr=PIPE)
+    try:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        stdout = BufferedByteReceiveStream(process.stdout)
+        first = (await stdout.receive_until(b"\n", 4096)).decode()
+        url = first.rsplit(" ", 1)[-1]
+        assert url.startswith("http://127.0.0.1:"), first
+        server = Server(process, url, stdout=[first + "\n"])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(collect, stdout, server.stdout)
+            tg.start_soon(collect, process.stderr, server.stderr)
+            yield server
+    finally:
+        if process.returncode is None:
+            process.kill()
+        with anyio.CancelScope(shield=True):
+            await process.wait()
+
+
+async def state(client: httpx.AsyncClient, tenant: str, **wait_for: int) -> dict[str, Any]:
+    """The tenant's gate, once it has ``holders=N`` named holders, or is ``closed=1``."""
+    response = await client.get(f"/debug/tenants/{tenant}", params=wait_for)
+    response.raise_for_status()
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def assert_refused(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "5"
+
+
+@dataclass
+class SlowReader:
+    """Reads a large response: its first chunk, then the rest once told to."""
+
+    client: httpx.AsyncClient
+    path: str
+    started: anyio.Event = field(default_factory=anyio.Event)
+    go_on: anyio.Event = field(default_factory=anyio.Event)
+    body: bytearray = field(default_factory=bytearray)
+    status: int = 0
+
+    async def run(self) -> None:
+        async with self.client.stream("GET", self.path) as response:
+            self.status = response.status_code
+            chunks = response.aiter_raw()
+            self.body += await chunks.__anext__()
+            self.started.set()
+            await self.go_on.wait()
+            async for chunk in chunks:
+                self.body += chunk
+
+    def check_body(self) -> None:
+        assert self.status == 200
+        assert len(self.body) == FILE_SIZE
+        assert self.body == PATTERN * (FILE_SIZE // len(PATTERN))
+
+
+async def get_into(client: httpx.AsyncClient, path: str, into: list[httpx.Response]) -> None:
+    into.append(await client.get(path))
+
+
+def start_get(tg: TaskGroup, client: httpx.AsyncClient, path: str) -> list[httpx.Response]:
+    into: list[httpx.Response] = []
+    tg.start_soon(get_into, client, path, into)
+    return into
+
+
+async def post_into(client: httpx.AsyncClient, path: str, into: list[httpx.Response]) -> None:
+    into.append(await client.post(path))
+
+
+def start_post(tg: TaskGroup, client: httpx.AsyncClient, path: str) -> list[httpx.Response]:
+    into: list[httpx.Response] = []
+    tg.start_soon(post_into, client, path, into)
+    return into
+
+
+@pytest.mark.anyio
+async def test_admin_close_waits_for_responses_while_other_tenants_serve(
+    server_kind: tuple[str, str],
+) -> None:
+    uvicorn = server_kind[0] == "uvicorn"
+    with anyio.fail_after(60):
+        async with serving(server_kind) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                async with anyio.create_task_group() as tg:
+                    poll = start_get(tg, client, "/t/alpha/poll")
+                    work = start_get(tg, client, "/t/alpha/work/a1")
+                    feed = start_get(tg, client, "/t/alpha/feed")
+                    await state(client, "alpha", holders=3)
+                    download = SlowReader(client, "/t/alpha/download")
+                    export = SlowReader(client, "/t/alpha/export")
+                    tg.start_soon(download.run)
+                    tg.start_soon(export.run)
+                    await download.started.wait()
+                    await export.started.wait()
+                    # The handlers have returned their responses, which are being sent.
+                    before = await state(client, "alpha")
+                    holders = sorted(before["holders"])
+                    assert holders == ["download", "export", "feed", "long-poll", "work a1"]
+
+                    closing = start_post(tg, client, "/admin/tenants/alpha/close")
+                    after = await state(client, "alpha", closed=1)
+                    # Closed, and still held by the responses being sent.
+                    assert {"download", "export", "work a1"} <= set(after["holders"])
+                    assert_refused(await client.get("/t/alpha/items/1"))
+                    beta = await client.get("/t/beta/items/7")
+                    assert beta.status_code == 200
+                    assert beta.json()["value"] == 7
+
+                    await client.post("/debug/finish/a1")
+                    download.go_on.set()
+                    export.go_on.set()
+
+                # The task group waited for every response, the close included.
+                assert closing[0].status_code == 200, closing[0].text
+                [poll_response] = poll
+                assert_refused(poll_response)
+                assert poll_response.json()["cancelled"] is True
+                assert work[0].status_code == 200
+                # The grace ended the never-ending feed, with a complete response.
+                assert feed[0].status_code == 200
+                assert feed[0].text == "subscribed\n"
+                download.check_body()
+                export.check_body()
+
+                # The close has returned: the tenant serves nothing more, the others do.
+                for path in ["/t/alpha/items/1", "/t/alpha/poll", "/t/alpha/download"]:
+                    assert_refused(await client.get(path))
+                assert (await client.get("/t/gamma/items/9")).status_code == 200
+                final = await state(client, "alpha")
+                assert final == {"count": 0, "closed": True, "holders": [], "violations": 0}
+
+            # Once the client has closed its connections, the server exits promptly.
+            server.process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(PROMPT_EXIT):
+                assert await server.process.wait() == (-signal.SIGTERM if uvicorn else 0)
+
+
+@pytest.mark.anyio
+async def test_sigterm_closes_the_gates_before_the_server_drains(
+    server_kind: tuple[str, str],
+) -> None:
+    uvicorn = server_kind[0] == "uvicorn"
+    with anyio.fail_after(60):
+        async with serving(server_kind) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                async with anyio.create_task_group() as tg:
+                    work = start_get(tg, client, "/t/beta/work/b1")
+                    polls = [start_get(tg, client, f"/t/{t}/poll") for t in ("beta", "gamma")]
+                    await state(client, "beta", holders=2)
+                    await state(client, "gamma", holders=1)
+
+                    server.process.send_signal(signal.SIGTERM)
+                    # The server still answers while the gates drain: refusals are 503s.
+                    await state(client, "beta", closed=1)
+                    assert_refused(await client.get("/t/beta/items/1"))
+                    assert_refused(await client.get("/t/alpha/items/1"))
+                    await client.post("/debug/finish/b1")
+
+                assert work[0].status_code == 200, work[0].text
+                for [poll] in polls:
+                    assert_refused(poll)
+                    assert poll.json()["cancelled"] is True
+
+            # Once the client has closed its connections, the server exits promptly.
+            with anyio.fail_after(PROMPT_EXIT):
+                returncode = await server.process.wait()
+
+    output = server.output()
+    assert returncode == (-signal.SIGTERM if uvicorn else 0), output
+    assert "tenant files used after their close: 0" in output
+    assert "gave up waiting" not in output
+    # The gates were drained before the server drained, and its lifespan
+    # shutdown found nothing left holding them.
+    assert output.index("all tenants closed") < output.index("lifespan shutdown; holds left: 0")
+
+
+@pytest.mark.anyio
+async def test_closing_the_gates_in_the_lifespan_shutdown_is_too_late(
+    server_kind: tuple[str, str],
+) -> None:
+    """The trap the docs warn about, shown with ``--shutdown lifespan``.
+
+    The server drains first: it waits for the long-poll until its own timeout,
+    then cancels it, and the client gets an error instead of the grace's 503.
+    """
+    options = ("--shutdown", "lifespan", "--drain-timeout", "1")
+    with anyio.fail_after(60):
+        async with serving(server_kind, *options) as server:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                outcome: list[int | str] = []
+
+                async def poll() -> None:
+                    try:
+                        outcome.append((await client.get("/t/alpha/poll")).status_code)
+                    except httpx.TransportError as exc:
+                        outcome.append(type(exc).__name__)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(poll)
+                    await state(client, "alpha", holders=1)
+                    server.process.send_signal(signal.SIGTERM)
+            await server.process.wait()
+
+    # A 500 from the cancelled handler, or a connection closed with no response.
+    assert outcome in ([500], ["RemoteProtocolError"]), server.output()
+    output = server.output()
+    # The gates are closed only after the server cancelled what held them.
+    assert output.index("lifespan shutdown; holds left: 0") < output.index("all tenants closed")
