@@ -55,7 +55,7 @@ autodoc_preserve_defaults = True
 # Names that the signatures show but that are not part of the public API.
 nitpick_ignore = [
     # What acquire() returns: awaited for a guard, or used as an async context manager.
-    ("py:class", "anygate._admission.Acquisition"),
+    ("py:class", "anygate._gate.Acquisition"),
     ("py:class", "Acquisition"),
     # Type variables of the decorators' and start_soon()'s signatures.
     ("py:class", "anygate._gate._T"),
@@ -65,13 +65,14 @@ nitpick_ignore = [
     ("py:class", "_P"),
     ("py:class", "_P.args"),
     ("py:class", "_P.kwargs"),
+    # start_soon() and start() take any object with a task group's two methods
+    # (an anyio task group, a trio nursery): a protocol, described in their text.
+    ("py:class", "anygate._tasks.TaskStarter"),
+    ("py:class", "TaskStarter"),
+    # Type variables of gated()'s signature.
+    ("py:class", "anygate._tasks._G"),
+    ("py:class", "anygate._tasks._T"),
 ]
-# The pages link to the API of the core rewrite (see docs/conftest.py), whose
-# names do not exist before it lands: ignored until then, and every one of
-# them checked from then on (close_nowait stands for the whole rewrite).
-PENDING_API = ["close_nowait", "wait_closing", "start", "statistics"]
-if not hasattr(anygate.Gate, "close_nowait"):
-    nitpick_ignore += [("py:meth", f"anygate.Gate.{name}") for name in PENDING_API]
 
 # Intersphinx without a network: the inventories of Python's, anyio's and
 # trio's docs are committed in _inventories/, so the build works offline and

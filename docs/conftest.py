@@ -3,12 +3,6 @@
 Each page is one namespace: its code blocks run in order, as a reader would
 type them. Pages define ``async def main()`` and an invisible block calls
 ``run(main)``, which runs it on asyncio, asyncio with uvloop, and trio in turn.
-
-``NEW_API`` is ``False`` while anygate lacks the API of the core rewrite
-(``close_nowait``, ``wait_closing``, ``start``, ``parent=``, ``statistics``,
-``gated``, ``acquire(cancellable=)``). Blocks that use it are preceded by
-``.. skip: next if(not NEW_API, reason=...)``, so they are reported as skipped
-with that reason until then, and run, and must pass, as soon as it exists.
 """
 
 from __future__ import annotations
@@ -22,18 +16,12 @@ import pytest
 from sybil import Sybil
 from sybil.parsers.rest import DocTestParser, PythonCodeBlockParser, SkipParser
 
-from anygate import Gate
-
 #: The backends each ``run(main)`` uses, in order.
 BACKENDS: list[tuple[str, dict[str, Any]]] = [
     ("asyncio", {}),
     ("asyncio", {"use_uvloop": True}),
     ("trio", {}),
 ]
-
-# One name stands for the whole rewrite: once it exists, every pending block
-# runs, and one that uses a name still missing fails loudly rather than skips.
-NEW_API = hasattr(Gate, "close_nowait")
 
 
 def run(main: Callable[[], Awaitable[object]]) -> None:
@@ -65,7 +53,6 @@ def anygate_log() -> Iterator[list[str]]:
 
 def setup(namespace: dict[str, Any]) -> None:
     namespace["run"] = run
-    namespace["NEW_API"] = NEW_API
 
 
 pytest_collect_file = Sybil(
