@@ -474,7 +474,7 @@ class TestGarbageCollectedGuardInsideTheLock:
 
         async def main() -> None:
             # The line of waiters is joined under the lock: the collector runs there.
-            spy.at("_acquire", collect)
+            spy.at("_wait_in_line", collect)
             guard = await gate.acquire("next")
             counts.append(gate.count)
             guard.release()
@@ -601,7 +601,7 @@ class TestReleaseWhileTheLockIsHeld:
         gate = Gate("g", limit=1)
         last = LastHold(gate, by)
         spy = LockSpy(gate)
-        spy.at("_acquire", last.let_go)
+        spy.at("_wait_in_line", last.let_go)
         with last.leak_warning():
             guard = await gate.acquire("next")
         spy.check()
@@ -1479,13 +1479,13 @@ class TestLimitIsKept:
 
         def has_room_then_enter(self: Any, count: int) -> bool:
             room: bool = has_room(self, count)
-            if sys._getframe(1).f_code.co_name == "_acquire":
+            if sys._getframe(1).f_code.co_name == "_wait_in_line":
                 slipping.start()  # another thread enters as acquire() looks for room
             return room
 
         monkeypatch.setattr(admission, "has_room", has_room_then_enter)
         # The room appears while acquire() holds the lock to join the line.
-        spy.at("_acquire", lambda: in_thread(holder.release))
+        spy.at("_wait_in_line", lambda: in_thread(holder.release))
         guard = await gate.acquire("waiter")
         spy.check()
         most = gate.count

@@ -397,6 +397,10 @@ class Gate:
                 return self.enter(name, cancellable=cancellable)
             except anyio.WouldBlock:
                 pass
+        return await self._wait_in_line(name, cancellable)
+
+    async def _wait_in_line(self, name: str | None, cancellable: bool) -> GateGuard:
+        admission = self._admission
         assert admission is not None
         waiter = Waiter()
         holds = self._holds
@@ -982,9 +986,21 @@ class Acquisition:
         return self._gate._acquire(self._name, self._cancellable).__await__()
 
     async def __aenter__(self) -> GateGuard:
-        guard = await self._gate._acquire(self._name, self._cancellable)
+        # Gate._acquire(), inlined: this is the hot path of `async with acquire()`.
+        gate = self._gate
+        if not gate._fast_acquire:
+            await anyio.lowlevel.checkpoint()
+        admission = gate._admission
+        guard = None
+        if admission is None or admission.has_room(len(gate._holds) + 1):
+            try:
+                guard = gate.enter(self._name, cancellable=self._cancellable)
+            except anyio.WouldBlock:
+                pass
+        if guard is None:
+            guard = await gate._wait_in_line(self._name, self._cancellable)
         self._guard = guard
-        return guard.__enter__()
+        return guard.__enter__() if self._cancellable else guard
 
     async def __aexit__(
         self,
