@@ -991,12 +991,12 @@ class Acquisition:
         if not gate._fast_acquire:
             await anyio.lowlevel.checkpoint()
         admission = gate._admission
-        guard = None
+        guard: GateGuard | None = None
         if admission is None or admission.has_room(len(gate._holds) + 1):
             try:
                 guard = gate.enter(self._name, cancellable=self._cancellable)
             except anyio.WouldBlock:
-                pass
+                guard = None
         if guard is None:
             guard = await gate._wait_in_line(self._name, self._cancellable)
         self._guard = guard
