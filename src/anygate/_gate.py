@@ -483,10 +483,15 @@ class Gate:
         :raises TypeError: if ``func`` is not callable, or ``name`` not a string
         """
         _tasks._check_callable(func, "start_soon")
-        guard = self.enter(name, cancellable=cancellable)
+        if cancellable:
+            guard = self.enter(name, cancellable=True)
+            run = _tasks._run_cancellable
+        else:
+            guard = self.enter(name)
+            run = _tasks._run_holding
         task_name = name if name is not None else getattr(func, "__qualname__", None)
         try:
-            task_group.start_soon(_tasks._run_holding, guard, func, *args, name=task_name)
+            task_group.start_soon(run, guard, func, *args, name=task_name)
         except BaseException:
             guard.release()
             raise

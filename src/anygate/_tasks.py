@@ -97,7 +97,19 @@ async def _run_holding(
     func: Callable[[Unpack[_PosArgsT]], Awaitable[Any]],
     *args: Unpack[_PosArgsT],
 ) -> None:
-    """Run a task started by :meth:`Gate.start_soon` in the block of its guard."""
+    """Run a task started by :meth:`Gate.start_soon`, then release its guard."""
+    try:
+        await func(*args)
+    finally:
+        guard.release()
+
+
+async def _run_cancellable(
+    guard: GateGuard,
+    func: Callable[[Unpack[_PosArgsT]], Awaitable[Any]],
+    *args: Unpack[_PosArgsT],
+) -> None:
+    """Run a task started by ``start_soon(cancellable=True)`` in its guard's block."""
     with guard:
         await func(*args)
 
