@@ -621,20 +621,47 @@ class TestCloseFromInsideTheLock:
     def test_inside_a_release(self) -> None:
         gate = Gate("g", limit=2)
         guard = gate.enter("holder")
+        gate.close_nowait()
         spy = LockSpy(gate)
-        # A release on a bounded gate settles under the lock.
-        spy.at("_settle", gate.close_nowait)
+        # The last release of a closed gate drains it under the lock.
+        spy.at("_settle", lambda: gate.close_nowait(grace=0))
         in_thread(guard.release)
         spy.check()
         assert gate.closed
+        assert private(gate)._closing.grace == 0
         assert gate.statistics().last_close_duration is not None
+
+    async def test_while_this_thread_owns_the_lock(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        gate = Gate("g", limit=1)
+        holder = gate.enter("holder")
+        admission = type(private(gate)._admission)
+        join = admission.join
+
+        def join_then_close(self: Any, waiter: Any) -> None:
+            join(self, waiter)
+            # As a signal handler would, with the lock held by this very thread.
+            assert private(gate)._owner == threading.get_ident()
+            gate.close_nowait(grace=0)
+            assert not gate.closed  # deferred to the end of the locked region
+
+        monkeypatch.setattr(admission, "join", join_then_close)
+        with no_hang("acquire() on a gate closed inside its own lock"), pytest.raises(GateClosed):
+            await gate.acquire("waiter")
+        assert gate.closed
+        assert private(gate)._closing.grace == 0
+        assert private(gate)._pending_shuts == []
+        assert gate.statistics().tasks_waiting == 0
+        holder.release()
+        await gate.close()
 
     def test_inside_a_refused_entry(self) -> None:
         gate = Gate("g", limit=1)
         guard = gate.enter("holder")
+        gate.close_nowait()
         spy = LockSpy(gate)
-        # A refused entry gives its hold back, and settles under the lock.
-        spy.at("_settle", gate.close_nowait)
+        # An entry refused by a closed gate gives its hold back, and settles
+        # under the lock.
+        spy.at("_settle", lambda: gate.close_nowait(grace=0))
         try:
             in_thread(lambda: gate.try_enter())
         finally:

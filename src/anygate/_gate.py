@@ -862,6 +862,11 @@ class Gate:
         take the lock leaves ``_dirty`` for the lock's holder, which settles
         again after letting go. Wakeups are done with the lock released.
         """
+        admission = self._admission
+        if self._closing is None and admission is not None and not len(admission):
+            # Open, and nobody in line: nothing to do. A waiter joins the line,
+            # then settles itself, so one of the two sees the other.
+            return
         self._dirty = True
         me = get_ident()
         lock = self._lock
@@ -1168,9 +1173,14 @@ class GateGuard:
         return self.__exit__(exc_type, exc_val, exc_tb)
 
     def __del__(self) -> None:
-        # A guard built for an entry that was refused, or interrupted before it
-        # was counted, never got its hold list.
-        if getattr(self, "_holds", None) is not None:
+        # Runs for every guard, so it must be cheap. A guard built for an entry
+        # that was refused, or interrupted before it was counted, never got its
+        # hold list.
+        try:
+            held = self._holds is not None
+        except AttributeError:
+            return
+        if held:
             message = f"{self!r} was garbage-collected without being released"
             # A finalizer may run inside the event loop's own machinery: wake
             # nothing directly, only queue the wakeups.
