@@ -1177,15 +1177,15 @@ class GateGuard:
         # that was refused, or interrupted before it was counted, never got its
         # hold list.
         try:
-            held = self._holds is not None
+            if self._holds is None:
+                return
         except AttributeError:
             return
-        if held:
-            message = f"{self!r} was garbage-collected without being released"
-            # A finalizer may run inside the event loop's own machinery: wake
-            # nothing directly, only queue the wakeups.
-            self._release(soon=True)
-            warnings.warn(message, ResourceWarning, stacklevel=1, source=self)
+        message = f"{self!r} was garbage-collected without being released"
+        # A finalizer may run inside the event loop's own machinery: wake
+        # nothing directly, only queue the wakeups.
+        self._release(soon=True)
+        warnings.warn(message, ResourceWarning, stacklevel=1, source=self)
 
 
 class _NamedGuard(GateGuard):
