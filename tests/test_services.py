@@ -612,9 +612,26 @@ class TestStatistics:
         with pytest.raises(AttributeError):
             stats.count = 3  # type: ignore[misc]
 
+    async def test_waiters_refused_by_a_close_count_as_refused(self) -> None:
+        gate = Gate(limit=1)
+        guard = gate.enter()
+        async with create_task_group() as tg:
+            for _ in range(2):
+                tg.start_soon(_acquire_refused, gate)
+            await wait_all_tasks_blocked()
+            assert gate.statistics().refused == 0  # waiting is not being refused
+            gate.close_nowait()
+        assert gate.statistics().refused == 2
+        guard.release()
+
 
 async def _set(event: anyio.Event) -> None:
     event.set()
+
+
+async def _acquire_refused(gate: Gate) -> None:
+    with pytest.raises(GateClosed):
+        await gate.acquire()
 
 
 async def _acquire_once(gate: Gate) -> None:

@@ -47,7 +47,8 @@ class GateStatistics:
     holders: tuple[Holder, ...]
     #: Open child gates (see the ``parent`` argument of :class:`Gate`).
     children: int
-    #: Entries refused since the gate was created, closed or at its limit.
+    #: Entries refused since the gate was created, by a closed gate or one at
+    #: its limit, counting tasks in :meth:`Gate.acquire` that a close woke.
     refused: int
     #: Seconds from the close to the drain of the last close that drained.
     last_close_duration: float | None

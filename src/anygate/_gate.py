@@ -619,6 +619,7 @@ class Gate:
                 self._slow = True
                 if self._admission is not None:
                     refused = self._admission.refuse_all()
+                    self._refused += len(refused)
                 opening_waiters, self._closing_waiters = self._closing_waiters, []
             tightened = closing.tighten(self._describe(), grace, deadline)
             if shut_now or tightened:
