@@ -384,7 +384,8 @@ class Gate:
         :raises GateClosed: if the gate is closed, or closes while this waits
         :raises TypeError: if ``name`` is neither a string nor ``None``
         """
-        _check_name(name)
+        if name is not None:
+            _check_name(name)
         return Acquisition(self, name, bool(cancellable))
 
     async def _acquire(self, name: str | None, cancellable: bool) -> GateGuard:
@@ -1003,7 +1004,25 @@ class Acquisition:
             await anyio.lowlevel.checkpoint()
         admission = gate._admission
         guard: GateGuard | None = None
-        if admission is None or admission.has_room(len(gate._holds) + 1):
+        if self._name is None and not self._cancellable:
+            # Gate.enter(), inlined for an unnamed hold, counting first.
+            holds = gate._holds
+            guard = _new_guard(GateGuard)
+            guard._gate = gate
+            holds.append(None)
+            guard._holds = holds
+            if not gate._slow or (
+                gate._closing is None and (admission is None or admission.has_room(len(holds)))
+            ):
+                self._guard = guard
+                return guard
+            guard._holds = None
+            if gate._closing is not None:
+                gate._refuse()
+                raise gate._closed_error()
+            gate._leave()  # no room: not a refusal, a wait in line
+            guard = None
+        elif admission is None or admission.has_room(len(gate._holds) + 1):
             try:
                 guard = gate.enter(self._name, cancellable=self._cancellable)
             except anyio.WouldBlock:
@@ -1023,6 +1042,16 @@ class Acquisition:
         if guard is None:
             return None
         self._guard = None
+        if guard.__class__ is GateGuard:
+            # GateGuard.release(), inlined.
+            holds = guard._holds
+            if holds is not None:
+                guard._holds = None
+                holds.pop()
+                gate = guard._gate
+                if gate._slow:
+                    gate._settle()
+            return None
         return guard.__exit__(exc_type, exc_val, exc_tb)
 
 
