@@ -293,7 +293,17 @@ async def test_closing_the_gates_in_the_lifespan_shutdown_is_too_late(
                     tg.start_soon(poll)
                     await state(client, "alpha", holders=1)
                     server.process.send_signal(signal.SIGTERM)
-            await server.process.wait()
+            with anyio.move_on_after(20) as waiting:
+                await server.process.wait()
+            if waiting.cancelled_caught:
+                # Worse still from Python 3.12 on, where asyncio.Server.wait_closed()
+                # waits for every connection (cpython#79033): Hypercorn's asyncio
+                # worker then never exits, the gates being closed only after it.
+                server.process.kill()
+                await server.process.wait()
+                assert sys.version_info >= (3, 12), server.output()
+                assert server_kind == ("hypercorn", "asyncio"), server.output()
+                return
 
     # A 500 from the cancelled handler, or a connection closed with no response.
     assert outcome in ([500], ["RemoteProtocolError"]), server.output()
