@@ -83,7 +83,6 @@ class Gate:
     """
 
     __slots__ = (
-        "__weakref__",
         "_admission",
         "_children",
         "_closing",
