@@ -160,6 +160,51 @@ class TestCloseNowait:
             await gate.close(grace=0)
         assert "gate 'tenant' closed and its grace of 0s ran out" in reasons[0]
 
+    async def test_grace_running_out_later_cancels_with_a_reason(self) -> None:
+        # The task awaiting the close cancels the block at the deadline; the
+        # scope's own deadline, which would say "deadline exceeded", is held back.
+        gate = Gate("tenant")
+        reasons: list[str] = []
+        entered = anyio.Event()
+
+        async def poll() -> None:
+            with gate.enter("poll", cancellable=True) as guard:
+                entered.set()
+                try:
+                    await anyio.sleep_forever()
+                except anyio.get_cancelled_exc_class() as exc:
+                    reasons.append(str(exc))
+                    raise
+            assert guard.cancelled_caught
+
+        async with create_task_group() as tg:
+            tg.start_soon(poll)
+            await entered.wait()
+            closed_at = time.monotonic()
+            await gate.close(grace=GRACE)
+            assert time.monotonic() - closed_at >= GRACE
+        assert len(reasons) == 1
+        assert f"gate 'tenant' closed and its grace of {GRACE:g}s ran out" in reasons[0]
+
+    async def test_a_waiter_cancelled_during_the_grace_gives_back_the_deadline(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Held back for an hour: only the deadline given back can end the block.
+        monkeypatch.setattr("anygate._diagnostics._HOLD_BACK", 3600.0)
+        gate = Gate()
+        block = Block(gate)
+        with anyio.fail_after(60):
+            async with create_task_group() as tg:
+                tg.start_soon(block.run)
+                await block.entered.wait()
+                closed_at = time.monotonic()
+                with anyio.move_on_after(GRACE / 5):
+                    await gate.close(grace=GRACE)
+                # Nobody awaits the close now: the scope's own deadline fires.
+                await block.ended.wait()
+                assert block.ended_at - closed_at >= GRACE
+        assert block.cancelled
+
     async def test_earliest_deadline_wins(self) -> None:
         gate = Gate()
         block = Block(gate)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from time import monotonic
 
+from anyio import CancelScope
 from typing_extensions import final
 
 from ._diagnostics import _CancellableRecord, _Record
@@ -78,6 +79,32 @@ class Closing:
         for record in records:
             if isinstance(record, _CancellableRecord):
                 record.escalate(deadline, self.reason)
+
+    def hold_back(self, records: Iterable[_Record]) -> list[tuple[_CancellableRecord, CancelScope]]:
+        """Take over the cancelling of the cancellable blocks among ``records``
+        that run in this thread's event loop, for a task here awaiting the drain.
+
+        The task then cancels them at the deadline with :meth:`cancel_held`,
+        giving the close's reason (see :meth:`_CancellableRecord.hold_back`).
+        """
+        deadline = self.deadline
+        if deadline is None or monotonic() >= deadline:
+            return []
+        held = []
+        for record in records:
+            if isinstance(record, _CancellableRecord):
+                scope = record.hold_back(deadline)
+                if scope is not None:
+                    held.append((record, scope))
+        return held
+
+    def cancel_held(self, held: Iterable[tuple[_CancellableRecord, CancelScope]]) -> None:
+        """Cancel the blocks taken over by :meth:`hold_back` if the deadline has
+        passed, else give them back their scope's deadline."""
+        deadline = self.deadline
+        assert deadline is not None
+        for record, scope in held:
+            record.escalate_here(scope, deadline, self.reason)
 
     def warn_at(self, warn_after: float | None) -> float | None:
         """When the slow-close warning is due, or ``None`` if it is not to come.

@@ -18,6 +18,11 @@ _logger = logging.getLogger("anygate")
 #: How many holders a slow-close warning lists at the most.
 _MAX_LISTED = 20
 
+#: How long past the grace a held-back cancel scope still fires on its own
+#: (see :meth:`_CancellableRecord.hold_back`): only if the task that held it back
+#: has not run for that long, as when its loop is blocked.
+_HOLD_BACK = 1.0
+
 
 class Holder(NamedTuple):
     """A named holder of a gate, as :meth:`Gate.holders` reports it."""
@@ -95,6 +100,22 @@ class _CancellableRecord(_Record):
         scope, loop = self.scope, self.loop
         if scope is not None and loop is not None:
             loop.call(self.escalate_here, scope, deadline, reason)
+
+    def hold_back(self, deadline: float) -> CancelScope | None:
+        """Move the scope's own deadline past ``deadline``, if the block runs in
+        this thread's event loop; return the scope, or ``None``.
+
+        A scope's deadline cancels with anyio's reason, "deadline exceeded". A
+        task awaiting the close in the block's own loop cancels the scope at
+        ``deadline`` instead, with the close's reason, which names the gate and
+        its grace; the scope's deadline stays as a backstop, which
+        :meth:`escalate_here` restores if that task stops waiting.
+        """
+        scope, loop = self.scope, self.loop
+        if scope is None or loop is None or not loop.in_this_thread() or scope.cancel_called:
+            return None
+        scope.deadline = current_time() + (deadline - monotonic()) + _HOLD_BACK
+        return scope
 
     def escalate_here(self, scope: CancelScope, deadline: float, reason: str) -> None:
         """:meth:`escalate`, in the block's own event loop thread."""

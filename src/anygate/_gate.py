@@ -583,6 +583,15 @@ class Gate:
         wins; ``grace=None`` adds none and removes none. A :meth:`reopen` starts
         afresh. The slow-close warning counts from this call too.
 
+        The cancellation names the gate and its grace as its reason (the message
+        of the cancel exception), as in ``gate 'tenant' closed and its grace of
+        5s ran out``, when the block is cancelled at once (``grace=0``, or a
+        block entered after the deadline), and when a task in the block's own
+        event loop awaits :meth:`close` as the grace runs out: that task cancels
+        the block. Otherwise the block's cancel scope ends it on its own
+        deadline, with anyio's reason, ``deadline exceeded``, since anyio has no
+        timer in an event loop other than a task's.
+
         Calling it on a closed gate does nothing but add its grace.
 
         :param grace: seconds before cancellable holders are cancelled (``0``:
@@ -697,10 +706,22 @@ class Gate:
             if not closing.drained():
                 closing.waiters.append(waiter)
         waited = False
+        # Blocks in this loop are cancelled by this task at the deadline, so that
+        # their cancellation gives the close's reason, not "deadline exceeded".
+        held = closing.hold_back(tuple(self._records.copy())) if self._records else []
         try:
             while not closing.drained():
-                warn_at = closing.warn_at(self._warn_after)
-                delay = math.inf if warn_at is None else warn_at - monotonic()
+                now = monotonic()
+                wake_at = closing.warn_at(self._warn_after)
+                if held:
+                    deadline = closing.deadline
+                    assert deadline is not None
+                    if now >= deadline:
+                        held, cancel = [], held
+                        closing.cancel_held(cancel)
+                        continue
+                    wake_at = deadline if wake_at is None else min(wake_at, deadline)
+                delay = math.inf if wake_at is None else wake_at - now
                 if delay <= 0:
                     self._warn(closing)
                     continue
@@ -708,6 +729,8 @@ class Gate:
                     await waiter.event.wait()
                 waited = True
         finally:
+            if held:
+                closing.cancel_held(held)
             with self._locked:
                 if waiter in closing.waiters:
                     closing.waiters.remove(waiter)

@@ -27,6 +27,9 @@ class LoopRef:
         self._native = token.native_token
         self._thread = get_ident()
 
+    def in_this_thread(self) -> bool:
+        return get_ident() == self._thread
+
     def call(self, func: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts]) -> None:
         """Run ``func(*args)`` in the loop: now if called from its thread, else soon."""
         if get_ident() == self._thread:
