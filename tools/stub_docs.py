@@ -22,6 +22,8 @@ Definition = ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
 
 def runtime_doc(owner: Any, name: str) -> str | None:
     obj = inspect.getattr_static(owner, name, None)
+    if obj is not None and obj is getattr(object, name, None):
+        return None  # object's own, as GateGuard.__new__: nothing to copy
     if isinstance(obj, property):
         obj = obj.fget
     elif isinstance(obj, (staticmethod, classmethod)):

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from time import monotonic
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
 from anyio import CancelScope, current_time
 from typing_extensions import final
@@ -128,10 +128,6 @@ class _CancellableRecord(_Record):
             # The scope carries the deadline itself: it fires whether or not any
             # task awaits the drain.
             scope.deadline = min(scope.deadline, current_time() + remaining)
-
-
-# Bypassing __init__ is the cheapest way to build a _Record; set both slots.
-_new_record = cast("Callable[[type[_Record]], _Record]", object.__new__)
 
 
 def _describe(name: str | None) -> str:

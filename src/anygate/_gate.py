@@ -21,7 +21,6 @@ from ._diagnostics import (
     Holder,
     _CancellableRecord,
     _ChildRecord,
-    _new_record,
     _Record,
 )
 from ._exceptions import GateClosed
@@ -33,10 +32,6 @@ _P = ParamSpec("_P")
 if TYPE_CHECKING:
     # Defined for type checkers only: stubtest cannot compare a TypeVarTuple.
     _PosArgsT = TypeVarTuple("_PosArgsT")
-
-# Bypassing GateGuard.__new__ and __init__ makes this the cheapest way to build one.
-_new_guard = cast("Callable[[type[GateGuard]], GateGuard]", object.__new__)
-_new_named_guard = cast("Callable[[type[_NamedGuard]], _NamedGuard]", object.__new__)
 
 
 @final
@@ -222,7 +217,7 @@ class Gate:
             return self._enter_cancellable(name)
         holds = self._holds
         if name is None:
-            guard = _new_guard(GateGuard)
+            guard = _Guard()
             guard._gate = self
             # Count first, then look at the flag: a close sets the flag before
             # it looks at the count, so one of the two always sees the other.
@@ -234,9 +229,9 @@ class Gate:
         if name.__class__ is not str:
             _check_name(name)
         # As above, with a record: this is the hot path of a named entry.
-        named = _new_named_guard(_NamedGuard)
+        named = _NamedGuard()
         named._gate = self
-        record = _new_record(_Record)
+        record = _Record()
         record.name = name
         record.since = monotonic()
         named._record = record
@@ -260,7 +255,7 @@ class Gate:
         return guard
 
     def _new_named(self, cls: type[_NamedGuard], record: _Record) -> _NamedGuard:
-        guard = _new_named_guard(cls)
+        guard = cls()
         guard._gate = self
         guard._record = record
         return guard
@@ -268,14 +263,14 @@ class Gate:
     def _unheld_guard(self, name: str | None, cancellable: bool) -> GateGuard:
         """A guard, and its record if it has one, for a hold not yet counted."""
         if name is None and not cancellable:
-            guard = _new_guard(GateGuard)
+            guard = _Guard()
             guard._gate = self
             return guard
         record: _Record
         if cancellable:
             record = _CancellableRecord(name)
         else:
-            record = _new_record(_Record)
+            record = _Record()
             record.name = name
             record.since = monotonic()
         return self._new_named(_CancellableGuard if cancellable else _NamedGuard, record)
@@ -1029,7 +1024,7 @@ class Acquisition:
         if self._name is None and not self._cancellable:
             # Gate.enter(), inlined for an unnamed hold, counting first.
             holds = gate._holds
-            guard = _new_guard(GateGuard)
+            guard = _Guard()
             guard._gate = gate
             holds.append(None)
             guard._holds = holds
@@ -1105,7 +1100,10 @@ class GateGuard:
     # The gate's hold list while held, None once released.
     _holds: list[None] | None
 
-    def __new__(cls) -> Self:
+    def __init__(self) -> None:
+        # Guards are built by calling a private subclass that has object's
+        # __init__: the cheapest way to build an object, cheaper than
+        # object.__new__(cls), which goes through a generic wrapper.
         raise TypeError("guards are made by Gate.enter() and GateGuard.clone()")
 
     def __repr__(self) -> str:
@@ -1240,10 +1238,21 @@ class GateGuard:
         warnings.warn(message, ResourceWarning, stacklevel=1, source=self)
 
 
+@final
+class _Guard(GateGuard):
+    """An unnamed guard, as :meth:`Gate.enter` builds it."""
+
+    __slots__ = ()
+    if not TYPE_CHECKING:
+        __init__ = object.__init__
+
+
 class _NamedGuard(GateGuard):
     """A guard with a holder record: named, cancellable, or a child gate's."""
 
     __slots__ = ("_record",)
+    if not TYPE_CHECKING:
+        __init__ = object.__init__
 
     _record: _Record
 
