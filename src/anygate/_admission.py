@@ -29,32 +29,30 @@ class Admission:
 
     It knows nothing of what it admits to: the owner counts the holds, passes the
     count in, and serialises every call that changes the line (under its lock).
-    ``has_room`` alone may be called without that lock.
+    ``has_room`` and reading ``line`` alone may be done without that lock.
     """
 
-    __slots__ = ("_line", "limit")
+    __slots__ = ("limit", "line")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._line: deque[Waiter] = deque()
-
-    def __len__(self) -> int:
-        return len(self._line)
+        #: The waiters, first come first; for the owner to read, not to change.
+        self.line: deque[Waiter] = deque()
 
     def has_room(self, count: int) -> bool:
         """Whether ``count`` holds, one just counted among them, fit the limit.
 
         Waiters in line come first, so nobody may pass them.
         """
-        return count <= self.limit and not self._line
+        return count <= self.limit and not self.line
 
     def join(self, waiter: Waiter) -> None:
-        self._line.append(waiter)
+        self.line.append(waiter)
 
     def leave(self, waiter: Waiter) -> None:
         """Take a waiting ``waiter`` out of line."""
         if waiter.state == WAITING:
-            self._line.remove(waiter)
+            self.line.remove(waiter)
             waiter.state = LEFT
 
     def admit(self, holds: list[None]) -> list[Waiter]:
@@ -65,7 +63,7 @@ class Admission:
         counts itself meanwhile finds the line still full, or the room taken.
         """
         admitted: list[Waiter] = []
-        line = self._line
+        line = self.line
         while line and len(holds) < self.limit:
             holds.append(None)
             waiter = line.popleft()
@@ -75,8 +73,8 @@ class Admission:
 
     def refuse_all(self) -> list[Waiter]:
         """Empty the line: the owner wakes each waiter returned to be refused."""
-        refused = list(self._line)
-        self._line.clear()
+        refused = list(self.line)
+        self.line.clear()
         for waiter in refused:
             waiter.state = REFUSED
         return refused

@@ -380,7 +380,13 @@ class Gate:
         """
         if name is not None:
             _check_name(name)
-        return Acquisition(self, name, bool(cancellable))
+        # Acquisition(self, name, cancellable), without a call to __init__.
+        acquisition = _Acquisition()
+        acquisition._gate = self
+        acquisition._name = name
+        acquisition._cancellable = cancellable
+        acquisition._guard = None
+        return acquisition
 
     async def _acquire(self, name: str | None, cancellable: bool) -> GateGuard:
         if not self._fast_acquire:
@@ -882,7 +888,7 @@ class Gate:
         again after letting go. Wakeups are done with the lock released.
         """
         admission = self._admission
-        if self._closing is None and admission is not None and not len(admission):
+        if self._closing is None and admission is not None and not admission.line:
             # Open, and nobody in line: nothing to do. A waiter joins the line,
             # then settles itself, so one of the two sees the other.
             return
@@ -901,7 +907,7 @@ class Gate:
                 if closing is not None:
                     if not holds and not closing.drained():
                         drained = self._drain(closing)
-                elif self._admission is not None and len(self._admission):
+                elif self._admission is not None and self._admission.line:
                     admitted = self._admission.admit(holds)
             finally:
                 self._owner = None
@@ -957,7 +963,7 @@ class Gate:
             count=len(self._holds),
             closed=self._closing is not None,
             limit=None if admission is None else admission.limit,
-            tasks_waiting=0 if admission is None else len(admission),
+            tasks_waiting=0 if admission is None else len(admission.line),
             holders=tuple(self.holders()),
             children=len(self._children),
             refused=self._refused,
@@ -999,7 +1005,7 @@ class _Locked:
         gate._after_unlock()
 
 
-@final
+# Not @final at runtime only for its private subclass; the stubs forbid subclassing.
 class Acquisition:
     """What :meth:`Gate.acquire` returns: await it, or use it with ``async with``."""
 
@@ -1028,8 +1034,10 @@ class Acquisition:
             guard._gate = gate
             holds.append(None)
             guard._holds = holds
+            # Admission.has_room(), inlined.
             if not gate._slow or (
-                gate._closing is None and (admission is None or admission.has_room(len(holds)))
+                gate._closing is None
+                and (admission is None or (len(holds) <= admission.limit and not admission.line))
             ):
                 self._guard = guard
                 return guard
@@ -1059,17 +1067,32 @@ class Acquisition:
         if guard is None:
             return None
         self._guard = None
-        if guard.__class__ is GateGuard:
-            # GateGuard.release(), inlined.
+        if guard.__class__ is _Guard:
+            # GateGuard.release(), inlined, with the first test of Gate._settle().
             holds = guard._holds
             if holds is not None:
                 guard._holds = None
                 holds.pop()
                 gate = guard._gate
                 if gate._slow:
-                    gate._settle()
+                    admission = gate._admission
+                    if gate._closing is not None or admission is None or admission.line:
+                        gate._settle()
             return None
         return guard.__exit__(exc_type, exc_val, exc_tb)
+
+
+@final
+class _Acquisition(Acquisition):
+    """An :class:`Acquisition` built the cheapest way, as :class:`_Guard` is."""
+
+    __slots__ = ()
+    if TYPE_CHECKING:
+
+        def __init__(self) -> None: ...
+
+    else:
+        __init__ = object.__init__
 
 
 # Not @final at runtime only for its private subclasses; the stubs forbid subclassing.
