@@ -263,12 +263,17 @@ async def close_and_time(gate: Gate, returned: list[float], clock: Clock) -> Non
     returned.append(clock())
 
 
-def release_and_time(guard: GateGuard, released: list[float], clock: Clock) -> None:
+async def wait_and_time(event: anyio.Event, returned: list[float], clock: Clock) -> None:
+    await event.wait()
+    returned.append(clock())
+
+
+def call_and_time(call: Callable[[], object], released: list[float], clock: Clock) -> None:
     # Let the event loop go idle in its selector first, as it is when a
     # close() waits for work running elsewhere.
     time.sleep(0.0003)
     released.append(clock())
-    guard.release()
+    call()
 
 
 def settle(threads: int) -> None:
@@ -297,7 +302,7 @@ def close_latency(foreign: bool) -> Timer:
             guard = gate.enter()
             released: list[float] = []
             returned: list[float] = []
-            thread = threading.Thread(target=release_and_time, args=(guard, released, clock))
+            thread = threading.Thread(target=call_and_time, args=(guard.release, released, clock))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(close_and_time, gate, returned, clock)
                 await anyio.wait_all_tasks_blocked()
@@ -313,6 +318,35 @@ def close_latency(foreign: bool) -> Timer:
         return total
 
     return run
+
+
+async def backend_wake_latency(loops: int, clock: Clock) -> float:
+    """As :func:`close_latency` from a foreign thread, without a gate: the thread
+    sets an event through the backend's own thread-safe call (what anygate and
+    anyio's ``from_thread`` use), and a task awaits the event. The floor of any
+    wakeup from a thread: one write to the loop's wakeup pipe, the loop's return
+    from its poll, and the hand-over of the GIL."""
+    total = 0.0
+    token = anyio.lowlevel.current_token()
+    backend = token.backend_class
+    for _ in range(loops):
+        threads = threading.active_count()
+        event = anyio.Event()
+        released: list[float] = []
+        returned: list[float] = []
+
+        def wake(event: anyio.Event = event) -> None:
+            backend.run_sync_soon(event.set, (), token.native_token)
+
+        thread = threading.Thread(target=call_and_time, args=(wake, released, clock))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait_and_time, event, returned, clock)
+            await anyio.wait_all_tasks_blocked()
+            thread.start()
+        thread.join()
+        total += returned[0] - released[0]
+        settle(threads)
+    return total
 
 
 def do_nothing() -> None:
@@ -462,6 +496,14 @@ def rows() -> list[Row]:
             "the release in the event loop",
             (close_latency(foreign=True), close_latency(foreign=False)), everywhere(3.0),
             101, 3, 1, "us", "close", clock=time.perf_counter),
+        Row("threads", "the backend's own wake from a foreign thread, no gate",
+            "`close()` woken by a release in the event loop",
+            (backend_wake_latency, close_latency(foreign=False)), {},
+            101, 3, 1, "us", "wake", clock=time.perf_counter),
+        Row("threads", "`close()` woken by a release in a foreign thread",
+            "the backend's own wake from a foreign thread, no gate",
+            (close_latency(foreign=True), backend_wake_latency), {},
+            101, 3, 1, "us", "wake", clock=time.perf_counter),
         Row("threads", f"2,000 `to_thread` jobs releasing in the worker thread, limit={JOB_LIMIT}",
             "releasing in the event loop",
             (thread_jobs(2_000, in_thread=True), thread_jobs(2_000, in_thread=False)),
