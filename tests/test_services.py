@@ -56,12 +56,18 @@ class Block:
         self.ended = anyio.Event()
         self.ended_at = 0.0
         self.guard: GateGuard | None = None
+        #: The message of the cancellation that ended the block, if one did.
+        self.reason = ""
 
     async def run(self) -> None:
         with self.gate.enter(self.name, cancellable=True) as guard:
             self.guard = guard
             self.entered.set()
-            await self.stop.wait()
+            try:
+                await self.stop.wait()
+            except anyio.get_cancelled_exc_class() as exc:
+                self.reason = str(exc)
+                raise
         self.ended_at = time.monotonic()
         self.ended.set()
 
@@ -142,49 +148,26 @@ class TestCloseNowait:
 
     async def test_grace_zero_cancels_at_once_with_a_reason(self) -> None:
         gate = Gate("tenant")
-        reasons: list[str] = []
-        entered = anyio.Event()
-
-        async def poll() -> None:
-            with gate.enter("poll", cancellable=True):
-                entered.set()
-                try:
-                    await anyio.sleep_forever()
-                except anyio.get_cancelled_exc_class() as exc:
-                    reasons.append(str(exc))
-                    raise
-
+        block = Block(gate)
         async with create_task_group() as tg:
-            tg.start_soon(poll)
-            await entered.wait()
+            tg.start_soon(block.run)
+            await block.entered.wait()
             await gate.close(grace=0)
-        assert "gate 'tenant' closed and its grace of 0s ran out" in reasons[0]
+        assert "gate 'tenant' closed and its grace of 0s ran out" in block.reason
 
     async def test_grace_running_out_later_cancels_with_a_reason(self) -> None:
         # The task awaiting the close cancels the block at the deadline; the
         # scope's own deadline, which would say "deadline exceeded", is held back.
         gate = Gate("tenant")
-        reasons: list[str] = []
-        entered = anyio.Event()
-
-        async def poll() -> None:
-            with gate.enter("poll", cancellable=True) as guard:
-                entered.set()
-                try:
-                    await anyio.sleep_forever()
-                except anyio.get_cancelled_exc_class() as exc:
-                    reasons.append(str(exc))
-                    raise
-            assert guard.cancelled_caught
-
+        block = Block(gate)
         async with create_task_group() as tg:
-            tg.start_soon(poll)
-            await entered.wait()
+            tg.start_soon(block.run)
+            await block.entered.wait()
             closed_at = time.monotonic()
             await gate.close(grace=GRACE)
             assert time.monotonic() - closed_at >= GRACE
-        assert len(reasons) == 1
-        assert f"gate 'tenant' closed and its grace of {GRACE:g}s ran out" in reasons[0]
+        assert block.cancelled
+        assert f"gate 'tenant' closed and its grace of {GRACE:g}s ran out" in block.reason
 
     async def test_a_waiter_cancelled_during_the_grace_gives_back_the_deadline(
         self, monkeypatch: pytest.MonkeyPatch
