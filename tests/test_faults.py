@@ -139,67 +139,6 @@ class TestGuardedErrors:
         assert gate.count == 0
 
 
-async def cancel_after(checkpoints: int, scope: CancelScope) -> None:
-    for _ in range(checkpoints):
-        await anyio.lowlevel.checkpoint()
-    scope.cancel()
-
-
-# Enough yields to land a cancellation on each await of close() and acquire(),
-# whatever order the backend runs the tasks in.
-CHECKPOINTS = range(6)
-
-
-@pytest.mark.parametrize("checkpoints", CHECKPOINTS)
-class TestCancelledAtEachAwait:
-    async def test_close_of_an_empty_gate(self, checkpoints: int) -> None:
-        gate = Gate()
-        closer = Closer(gate)
-        async with create_task_group() as tg:
-            tg.start_soon(closer.run)
-            tg.start_soon(cancel_after, checkpoints, closer.scope)
-        assert gate.closed
-        assert private(gate)._closing.waiters == []
-        await gate.close()
-
-    async def test_close_of_a_held_gate(self, checkpoints: int) -> None:
-        gate = Gate("g", warn_after=0)
-        guard = gate.enter("holder")
-        closer = Closer(gate, grace=0)
-        async with create_task_group() as tg:
-            tg.start_soon(closer.run)
-            tg.start_soon(cancel_after, checkpoints, closer.scope)
-        assert closer.cancelled
-        assert private(gate)._closing.waiters == []
-        assert gate.count == 1
-        guard.release()
-        await gate.close()
-
-    @pytest.mark.parametrize("full", [False, True], ids=["room", "full"])
-    async def test_acquire(self, checkpoints: int, full: bool) -> None:
-        gate = Gate(limit=1)
-        holder = gate.enter() if full else None
-        scope = CancelScope()
-        acquired: list[bool] = []
-
-        async def acquire() -> None:
-            with scope:
-                async with gate.acquire("a"):
-                    acquired.append(True)
-                    await anyio.sleep_forever()
-
-        async with create_task_group() as tg:
-            tg.start_soon(acquire)
-            tg.start_soon(cancel_after, checkpoints, scope)
-            if holder is not None:
-                await wait_all_tasks_blocked()
-                holder.release()
-        assert gate.count == 0
-        assert gate.statistics().tasks_waiting == 0
-        # The slot is free again, for whoever comes next.
-        gate.enter().release()
-
-
 class TestCloseFromAHolder:
     async def test_inside_a_cancellable_block_raises(self) -> None:
         gate = Gate("g")

@@ -1222,6 +1222,17 @@ CHECKPOINTS = range(6)
 
 @pytest.mark.parametrize("checkpoints", CHECKPOINTS)
 class TestCancelledAtEachAwait:
+    async def test_close_of_an_empty_gate(self, checkpoints: int) -> None:
+        gate = Gate()
+        closer = Closer(gate)
+        async with create_task_group() as tg:
+            tg.start_soon(closer.run)
+            tg.start_soon(cancel_after, checkpoints, closer.scope)
+        assert gate.closed
+        assert private(gate)._closing.waiters == []
+        with no_hang("close() after a cancelled close()"):
+            await gate.close()
+
     @pytest.mark.parametrize("grace", [None, 0.0])
     async def test_close(self, checkpoints: int, grace: float | None) -> None:
         gate = Gate("g", warn_after=0)
