@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import ast
+import copy
 import gc
+import pickle
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -158,6 +161,36 @@ class TestEnter:
     async def test_guards_are_made_by_the_gate(self) -> None:
         with pytest.raises(TypeError, match=r"made by Gate\.enter\(\)"):
             GateGuard()
+
+        class Mine(GateGuard):  # type: ignore[misc]
+            pass
+
+        with pytest.raises(TypeError, match=r"made by Gate\.enter\(\)"):
+            Mine()
+        gc.collect()  # the half-built guard's __del__ stays quiet
+
+    @pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy, pickle.dumps])
+    async def test_guards_cannot_be_copied(self, copier: Callable[[object], object]) -> None:
+        # A copy would share the guard's one hold: released twice, the count
+        # would drop below the holds still kept.
+        gate = Gate()
+        other = gate.enter()
+        for name, cancellable in [(None, False), ("n", False), ("c", True)]:
+            guard = gate.enter(name, cancellable=cancellable)
+            with pytest.raises(TypeError, match=r"not copied or pickled: clone\(\)"):
+                copier(guard)
+            guard.release()
+            assert gate.count == 1
+        other.release()
+
+    async def test_every_guard_is_a_gate_guard(self) -> None:
+        gate = Gate("g")
+        for guard in (gate.enter(), gate.enter("n"), gate.enter("c", cancellable=True)):
+            assert isinstance(guard, GateGuard)
+            assert repr(guard).startswith("<GateGuard")
+            guard.release()
+        async with gate.acquire() as guard:
+            assert isinstance(guard, GateGuard)
 
     async def test_unbalanced_exit_is_refused(self) -> None:
         gate = Gate()

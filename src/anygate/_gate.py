@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from threading import RLock, get_ident
 from time import monotonic
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, TypeVar, cast
 
 import anyio
 import anyio.lowlevel
@@ -1112,6 +1112,9 @@ class GateGuard:
     :exc:`ResourceWarning` names the gate and the holder: a leaked guard delays
     a close only until the guard is collected.
 
+    A guard cannot be copied or pickled (:exc:`TypeError`): its hold is its
+    own. To hand a hold on, :meth:`clone` it.
+
     Thread safety: a guard may be released or cloned from any thread.
     """
 
@@ -1128,6 +1131,13 @@ class GateGuard:
         # __init__: the cheapest way to build an object, cheaper than
         # object.__new__(cls), which goes through a generic wrapper.
         raise TypeError("guards are made by Gate.enter() and GateGuard.clone()")
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        # A copy would share this guard's one hold, and a pickle cannot carry it.
+        raise TypeError(
+            "guards are made by Gate.enter() and GateGuard.clone(), not copied or "
+            "pickled: clone() the guard to hand a hold on"
+        )
 
     def __repr__(self) -> str:
         state = "released" if self._holds is None else "held"

@@ -369,6 +369,9 @@ class GateGuard:
     :exc:`ResourceWarning` names the gate and the holder: a leaked guard delays
     a close only until the guard is collected.
 
+    A guard cannot be copied or pickled (:exc:`TypeError`): its hold is its
+    own. To hand a hold on, :meth:`clone` it.
+
     Thread safety: a guard may be released or cloned from any thread.
     """
     def __new__(cls) -> Never: ...
