@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import anyio
 import pytest
 from anyio import CancelScope
 
@@ -39,3 +43,37 @@ class Closer:
 def private(obj: object) -> Any:
     """``obj`` untyped, to look at internals that the stubs rightly hide."""
     return obj
+
+
+#: Seconds before a wait that must end is called hung. Far above any wakeup's
+#: latency: it only matters when a wakeup is lost, and then the test fails.
+HANG = 5.0
+
+
+@contextmanager
+def no_hang(what: str) -> Iterator[None]:
+    """Fail, saying what hung, if the block has not finished after :data:`HANG` seconds."""
+    try:
+        with anyio.fail_after(HANG):
+            yield
+    except TimeoutError:
+        pytest.fail(f"hung: {what}")
+
+
+def in_thread(func: Callable[[], object]) -> None:
+    """Run ``func`` in a new thread, one that anyio never saw, and wait for it;
+    re-raise what it raised."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            func()
+        except BaseException as exc:  # handed to the caller
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(HANG)
+    assert not thread.is_alive(), f"{func!r} has not returned after {HANG}s: stuck"
+    if errors:
+        raise errors[0]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
@@ -50,7 +49,7 @@ from hypothesis.stateful import (
 )
 
 from anygate import Gate, GateClosed, GateGuard
-from helpers import BACKENDS
+from helpers import BACKENDS, in_thread
 
 TIMEOUT = 5
 
@@ -74,24 +73,6 @@ def call(portal: BlockingPortal, func: Callable[[], Any]) -> Any:
     Bounded, so that a hang fails the example and Hypothesis can shrink it.
     """
     return portal.start_task_soon(func).result(timeout=TIMEOUT)
-
-
-def in_thread(func: Callable[[], object]) -> None:
-    """Run ``func`` in a new plain thread, bounded in time; re-raise what it raised."""
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            func()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(TIMEOUT)
-    assert not thread.is_alive(), "a call in a foreign thread hung"
-    if errors:
-        raise errors[0]
 
 
 class Task:
@@ -214,6 +195,9 @@ class Epoch:
     drained: bool = False
     #: Tasks awaiting the drain.
     closers: list[Task] = field(default_factory=list)
+    #: The grace ran out while tasks awaited the drain: they wake, and warn if
+    #: the gate is still held when they run.
+    grace_ended: bool = False
 
 
 class Records(logging.Handler):
@@ -358,6 +342,8 @@ class GateModel(RuleBasedStateMachine):
             self.finishing += self.closing_waiters
             self.closing_waiters = []
         if grace is not None:
+            if grace == 0 and epoch.deadline == PENDING and epoch.closers:
+                epoch.grace_ended = True
             epoch.deadline = min(epoch.deadline, PASSED if grace == 0 else PENDING)
         if epoch.deadline == PASSED:
             self.doomed += self.blocks
@@ -380,12 +366,16 @@ class GateModel(RuleBasedStateMachine):
     def settle_model(self) -> None:
         """Let the loop run, then follow the tasks of admitted, refused,
         cancelled and doomed holders to their end, as the gate does."""
+        epoch = self.epoch
+        grace_ended = epoch is not None and epoch.grace_ended
+        if epoch is not None:
+            epoch.grace_ended = False
         while True:
             self.settle()
             settling = self.settling + [w for w in self.waiters if w.fate is not None]
             doomed = self.doomed
             if not settling and not doomed:
-                return
+                break
             self.settling = []
             self.waiters = [w for w in self.waiters if w.fate is None]
             self.doomed = []
@@ -395,6 +385,13 @@ class GateModel(RuleBasedStateMachine):
             for waiter in settling:
                 self.follow(waiter)
             self.freed()
+        # Tasks awaiting the drain, woken as the grace ran out, let the blocks
+        # cancelled with them end first, then warn if the gate is still held.
+        epoch = self.epoch
+        warns = self.warn_after is not None and grace_ended
+        if warns and epoch is not None and epoch.closers and not epoch.warned:
+            epoch.warned = True
+            self.expect("warned")
 
     def follow(self, waiter: Waiter) -> None:
         task = waiter.task

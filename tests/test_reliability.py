@@ -37,45 +37,13 @@ from anyio import CancelScope, create_task_group, get_cancelled_exc_class, wait_
 from anyio.abc import TaskGroup, TaskStatus
 
 from anygate import Gate, GateClosed, GateGuard, gated
-from helpers import BACKENDS, Closer, private
+from helpers import BACKENDS, HANG, Closer, in_thread, no_hang, private
 
 pytestmark = pytest.mark.anyio
-
-#: Seconds before a wait that must end is called hung. Far above any wakeup's
-#: latency: it only matters when a wakeup is lost, and then the test fails.
-HANG = 5.0
 
 ASYNCIO_BACKENDS = [p for p in BACKENDS if p.values[0][0] == "asyncio"]  # type: ignore[index]
 
 LEAK_MESSAGE = "garbage-collected without being released"
-
-
-@contextmanager
-def no_hang(what: str) -> Iterator[None]:
-    """Fail, saying what hung, if the block has not finished after :data:`HANG` seconds."""
-    try:
-        with anyio.fail_after(HANG):
-            yield
-    except TimeoutError:
-        pytest.fail(f"hung: {what}")
-
-
-def in_thread(func: Callable[[], object]) -> None:
-    """Run ``func`` in a new thread, one that anyio never saw, and wait for it."""
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            func()
-        except BaseException as exc:  # handed to the caller
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(HANG)
-    assert not thread.is_alive(), f"{func!r} has not returned after {HANG}s: stuck"
-    if errors:
-        raise errors[0]
 
 
 @contextmanager
@@ -573,12 +541,12 @@ class TestReleaseWhileTheLockIsHeld:
         with last.leak_warning():
             async with create_task_group() as tg:
                 if moment == "registering":
-                    spy.at("_wait_drained", last.let_go)
+                    spy.at("_watch", last.let_go)
                 tg.start_soon(first.run)
                 tg.start_soon(second.run)
                 await wait_all_tasks_blocked()
                 if moment == "cancelled":
-                    spy.at("_wait_drained", last.let_go)
+                    spy.at("_unwatch", last.let_go)
                     first.scope.cancel()
                     await wait_all_tasks_blocked()
                 await run_queued_wakeups()

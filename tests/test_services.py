@@ -15,11 +15,12 @@ from anyio import create_task_group, wait_all_tasks_blocked
 from anyio.abc import TaskStatus
 
 from anygate import Gate, GateClosed, GateGuard, GateStatistics, Holder, gated
-from helpers import private
+from helpers import Closer, in_thread, no_hang, private
 
 pytestmark = pytest.mark.anyio
 
 GRACE = 0.05
+REASON = f"gate 'tenant' closed and its grace of {GRACE:g}s ran out"
 
 
 class Warned(logging.Handler):
@@ -173,7 +174,7 @@ class TestCloseNowait:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         # Held back for an hour: only the deadline given back can end the block.
-        monkeypatch.setattr("anygate._diagnostics._HOLD_BACK", 3600.0)
+        monkeypatch.setattr("anygate._closing._HOLD_BACK", 3600.0)
         gate = Gate()
         block = Block(gate)
         with anyio.fail_after(60):
@@ -772,3 +773,179 @@ class TestDifferentTaskExit:
             assert guard.released
             assert gate.count == 0
             left.set()
+
+
+class TestCloseReason:
+    """The cancellation of a block whose grace ran out names the gate and grace
+    whenever a task in its event loop awaits the close (Closing.escalate_here)."""
+
+    @pytest.mark.parametrize("first", [None, 3600.0], ids=["no-grace", "long-grace"])
+    @pytest.mark.parametrize("where", ["same-thread", "other-thread"])
+    async def test_deadline_tightened_while_a_task_awaits_the_close(
+        self, first: float | None, where: str
+    ) -> None:
+        # A task awaits close(); then a close_nowait() brings the deadline
+        # forward. That task still awaits the close as the new grace runs out,
+        # so the block's cancellation must name the gate and its grace.
+        gate = Gate("tenant")
+        block = Block(gate)
+        closer = Closer(gate, first)
+        with no_hang("the block, once the tightened grace ran out"):
+            async with create_task_group() as tg:
+                tg.start_soon(block.run)
+                await block.entered.wait()
+                tg.start_soon(closer.run)
+                await wait_all_tasks_blocked()
+                if where == "same-thread":
+                    gate.close_nowait(grace=GRACE)
+                else:
+                    in_thread(lambda: gate.close_nowait(grace=GRACE))
+                await block.ended.wait()
+        assert closer.done
+        assert block.cancelled
+        assert REASON in block.reason
+
+    async def test_start_soon_cancellable_then_close(self) -> None:
+        # The task has not started when close() holds back the blocks in its
+        # loop; its block is entered afterwards, while close() is awaited.
+        gate = Gate("tenant")
+        reasons: list[str] = []
+
+        async def work() -> None:
+            try:
+                await anyio.sleep_forever()
+            except anyio.get_cancelled_exc_class() as exc:
+                reasons.append(str(exc))
+                raise
+
+        with no_hang("close() of a gate with a cancellable task"):
+            async with create_task_group() as tg:
+                gate.start_soon(tg, work, name="poll", cancellable=True)
+                await gate.close(grace=GRACE)
+        assert len(reasons) == 1
+        assert REASON in reasons[0]
+
+    async def test_cancellable_clone_entered_after_the_hold_back(self) -> None:
+        gate = Gate("tenant")
+        holder = gate.enter("request")
+        closer = Closer(gate, GRACE)
+        reasons: list[str] = []
+
+        async def late_part() -> None:
+            with holder.clone("late", cancellable=True):
+                try:
+                    await anyio.sleep_forever()
+                except anyio.get_cancelled_exc_class() as exc:
+                    reasons.append(str(exc))
+                    raise
+            holder.release()
+
+        with no_hang("close() with a late cancellable clone"):
+            async with create_task_group() as tg:
+                tg.start_soon(closer.run)
+                await wait_all_tasks_blocked()
+                tg.start_soon(late_part)
+        assert closer.done
+        assert len(reasons) == 1
+        assert REASON in reasons[0]
+
+    async def test_block_of_a_child_while_the_parent_s_close_is_awaited(self) -> None:
+        parent = Gate("tenant")
+        child = Gate("child", parent=parent)
+        block = Block(child)
+        with no_hang("the parent's close"):
+            async with create_task_group() as tg:
+                tg.start_soon(block.run)
+                await block.entered.wait()
+                await parent.close(grace=GRACE)
+        assert block.cancelled
+        assert f"closed and its grace of {GRACE:g}s ran out" in block.reason
+
+    async def test_one_of_two_closers_cancelled_gives_back_the_other_s_hold(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Two tasks await the close in the block's loop; one is cancelled. The
+        # other still waits, so the scope's deadline must stay held back: given
+        # back to the close's deadline, it races that task and anyio's "deadline
+        # exceeded" wins.
+        monkeypatch.setattr("anygate._closing._HOLD_BACK", 3600.0)
+        gate = Gate("tenant")
+        block = Block(gate)
+        first = Closer(gate, GRACE)
+        second = Closer(gate, GRACE)
+        with no_hang("the block, once the grace ran out"):
+            async with create_task_group() as tg:
+                tg.start_soon(block.run)
+                await block.entered.wait()
+                tg.start_soon(first.run)
+                tg.start_soon(second.run)
+                await wait_all_tasks_blocked()
+                second.scope.cancel()
+                await wait_all_tasks_blocked()
+                scope = private(block.guard)._record.scope
+                held_back_by = scope.deadline - anyio.current_time()
+                await block.ended.wait()
+        assert first.done
+        assert held_back_by > 1000, "the remaining closer's hold was given back"
+        assert REASON in block.reason
+
+    async def test_escalation_queued_by_another_thread_undoes_the_hold(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A close from another thread queues the deadline for the block's loop;
+        # a task in that loop then awaits close() and holds the deadline back
+        # before the queued call runs. That call must not undo the hold.
+        monkeypatch.setattr("anygate._closing._HOLD_BACK", 3600.0)
+        gate = Gate("tenant")
+        block = Block(gate)
+        held_back_by: list[float] = []
+
+        async def look() -> None:
+            await wait_all_tasks_blocked()
+            scope = private(block.guard)._record.scope
+            held_back_by.append(scope.deadline - anyio.current_time())
+
+        with no_hang("the block, once the grace ran out"):
+            async with create_task_group() as tg:
+                tg.start_soon(block.run)
+                await block.entered.wait()
+                in_thread(lambda: gate.close_nowait(grace=GRACE))
+                tg.start_soon(look)
+                await gate.close()  # holds back before the queued call can run
+        assert held_back_by[0] > 1000, "the queued escalation gave the hold back"
+        assert REASON in block.reason
+
+    async def test_both_of_two_closers_waiting(self) -> None:
+        gate = Gate("tenant")
+        block = Block(gate)
+        closers = [Closer(gate, GRACE), Closer(gate, GRACE)]
+        with no_hang("the block, once the grace ran out"):
+            async with create_task_group() as tg:
+                tg.start_soon(block.run)
+                await block.entered.wait()
+                for closer in closers:
+                    tg.start_soon(closer.run)
+        assert all(closer.done for closer in closers)
+        assert REASON in block.reason
+
+    async def test_cancellable_acquire_block(self) -> None:
+        gate = Gate("tenant", limit=2)
+        reasons: list[str] = []
+        entered = anyio.Event()
+
+        async def poll() -> None:
+            async with gate.acquire("poll", cancellable=True):
+                entered.set()
+                try:
+                    await anyio.sleep_forever()
+                except anyio.get_cancelled_exc_class() as exc:
+                    reasons.append(str(exc))
+                    raise
+
+        with no_hang("the close"):
+            async with create_task_group() as tg:
+                tg.start_soon(poll)
+                await entered.wait()
+                await gate.close(grace=GRACE)
+        assert len(reasons) == 1
+        assert REASON in reasons[0]

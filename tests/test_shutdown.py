@@ -13,7 +13,7 @@ import pytest
 from anyio import create_task_group, wait_all_tasks_blocked
 
 from anygate import Gate, GateClosed, GateGuard, Holder
-from helpers import Closer
+from helpers import Closer, in_thread, no_hang
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -593,3 +593,95 @@ class TestBadValues:
         gate = Gate(warn_after=math.inf)
         gate.close(grace=math.inf).close()
         assert gate.closed
+
+
+class TestAsyncWithAcquireInLine:
+    @pytest.mark.parametrize("fast", [False, True], ids=["checkpoint", "fast"])
+    async def test_fifo_and_never_over_the_limit(self, fast: bool) -> None:
+        # Unnamed holds: the inlined enter and release of async with acquire().
+        # Each exit must hand its place to the first in line, and only to it.
+        gate = Gate(limit=2, fast_acquire=fast)
+        holders = [gate.enter(), gate.enter()]
+        leave = [anyio.Event() for _ in range(5)]
+        order: list[int] = []
+        most = 0
+
+        async def acquire(i: int) -> None:
+            nonlocal most
+            async with gate.acquire():
+                most = max(most, gate.count)
+                order.append(i)
+                await leave[i].wait()
+
+        with no_hang("tasks in line"):
+            async with create_task_group() as tg:
+                for i in range(5):
+                    tg.start_soon(acquire, i)
+                    await wait_all_tasks_blocked()
+                assert gate.statistics().tasks_waiting == 5
+                for holder in holders:
+                    holder.release()
+                    await wait_all_tasks_blocked()
+                assert order == [0, 1]
+                for i in range(5):
+                    leave[i].set()
+                    await wait_all_tasks_blocked()
+                    assert order == list(range(min(i + 3, 5)))
+                    assert gate.count == min(2, 4 - i)
+        assert most <= 2
+        assert gate.count == 0
+        assert gate.statistics().tasks_waiting == 0
+
+    async def test_release_from_a_foreign_thread_admits_the_next(self) -> None:
+        gate = Gate(limit=1)
+        holder = gate.enter()
+        entered = anyio.Event()
+
+        async def acquire() -> None:
+            async with gate.acquire():
+                entered.set()
+
+        async with create_task_group() as tg:
+            tg.start_soon(acquire)
+            await wait_all_tasks_blocked()
+            in_thread(holder.release)
+            with no_hang("the waiter, after a release from a foreign thread"):
+                await entered.wait()
+        assert gate.count == 0
+
+    @pytest.mark.parametrize("limit", [None, 1])
+    async def test_close_refuses_the_line_and_the_block_s_exit_drains(
+        self, limit: int | None
+    ) -> None:
+        gate = Gate(limit=limit)
+        inside = anyio.Event()
+        leave = anyio.Event()
+        refused: list[int] = []
+        closer = Closer(gate, None)
+
+        async def hold() -> None:
+            async with gate.acquire():
+                inside.set()
+                await leave.wait()
+
+        async def wait_in_line(i: int) -> None:
+            with pytest.raises(GateClosed):
+                async with gate.acquire():
+                    pass
+            refused.append(i)
+
+        with no_hang("close() of a gate held by an async with acquire()"):
+            async with create_task_group() as tg:
+                tg.start_soon(hold)
+                await inside.wait()
+                if limit is not None:
+                    for i in range(2):
+                        tg.start_soon(wait_in_line, i)
+                    await wait_all_tasks_blocked()
+                tg.start_soon(closer.run)
+                await wait_all_tasks_blocked()
+                assert sorted(refused) == ([0, 1] if limit is not None else [])
+                assert not closer.done
+                leave.set()
+        assert closer.done
+        assert gate.count == 0

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from threading import get_ident
 from time import monotonic
 
-from anyio import CancelScope
+from anyio import CancelScope, current_time
 from typing_extensions import final
 
 from ._diagnostics import _CancellableRecord, _Record
 from ._wakeup import Wakeup
+
+#: How long past the deadline a block's cancel scope still fires on its own while
+#: a task in its event loop awaits the drain (see :meth:`Closing.escalate_here`):
+#: only if that task has not run for so long, as when the loop is blocked.
+_HOLD_BACK = 1.0
 
 
 @final
@@ -68,43 +74,47 @@ class Closing:
         return True
 
     def escalate(self, records: Iterable[_Record]) -> None:
-        """Hand the deadline to the cancellable holders among ``records``.
+        """Hand the deadline to the cancellable blocks among ``records``, each in
+        its own event loop: call after the deadline moved."""
+        for record in records:
+            if isinstance(record, _CancellableRecord):
+                scope, loop = record.scope, record.loop
+                if scope is not None and loop is not None:
+                    loop.call(self.escalate_here, record, scope)
 
-        Each block's cancel scope carries it from then on, in its own event
-        loop, so the grace runs out whether or not any task awaits the drain.
+    def escalate_here(self, record: _CancellableRecord, scope: CancelScope) -> None:
+        """Give the block of ``record`` this close's deadline; in its own thread.
+
+        The block's cancel scope carries the deadline, so that it fires whether
+        or not any task awaits the drain. But a scope's deadline cancels with
+        anyio's reason, "deadline exceeded". So while a task in the block's own
+        event loop awaits the drain, that task cancels the block at the deadline
+        with this close's reason, which names the gate and its grace, and the
+        scope's deadline is held back by :data:`_HOLD_BACK` as a backstop.
+        Whoever changes the deadline or the tasks awaiting calls this again, so
+        it reads everything afresh.
         """
         deadline = self.deadline
-        if deadline is None:
+        if record.scope is not scope or deadline is None:
+            return  # the block has ended, or there is no deadline
+        remaining = deadline - monotonic()
+        if remaining <= 0:
+            scope.cancel(self.reason)
             return
+        me = get_ident()
+        if any(waiter.loop.thread == me for waiter in self.waiters.copy()):
+            remaining += _HOLD_BACK
+        scope.deadline = current_time() + remaining
+
+    def escalate_local(self, records: Iterable[_Record]) -> None:
+        """:meth:`escalate_here` for the blocks among ``records`` that run in this
+        thread: for a task awaiting the drain, as it starts and stops waiting,
+        and at the deadline, when it cancels them."""
         for record in records:
             if isinstance(record, _CancellableRecord):
-                record.escalate(deadline, self.reason)
-
-    def hold_back(self, records: Iterable[_Record]) -> list[tuple[_CancellableRecord, CancelScope]]:
-        """Take over the cancelling of the cancellable blocks among ``records``
-        that run in this thread's event loop, for a task here awaiting the drain.
-
-        The task then cancels them at the deadline with :meth:`cancel_held`,
-        giving the close's reason (see :meth:`_CancellableRecord.hold_back`).
-        """
-        deadline = self.deadline
-        if deadline is None or monotonic() >= deadline:
-            return []
-        held = []
-        for record in records:
-            if isinstance(record, _CancellableRecord):
-                scope = record.hold_back(deadline)
-                if scope is not None:
-                    held.append((record, scope))
-        return held
-
-    def cancel_held(self, held: Iterable[tuple[_CancellableRecord, CancelScope]]) -> None:
-        """Cancel the blocks taken over by :meth:`hold_back` if the deadline has
-        passed, else give them back their scope's deadline."""
-        deadline = self.deadline
-        assert deadline is not None
-        for record, scope in held:
-            record.escalate_here(scope, deadline, self.reason)
+                scope, loop = record.scope, record.loop
+                if scope is not None and loop is not None and loop.in_this_thread():
+                    self.escalate_here(record, scope)
 
     def warn_at(self, warn_after: float | None) -> float | None:
         """When the slow-close warning is due, or ``None`` if it is not to come.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import NamedTuple
 
-from anyio import CancelScope, current_time
+from anyio import CancelScope
 from typing_extensions import final
 
 from ._wakeup import LoopRef
@@ -17,11 +17,6 @@ _logger = logging.getLogger("anygate")
 
 #: How many holders a slow-close warning lists at the most.
 _MAX_LISTED = 20
-
-#: How long past the grace a held-back cancel scope still fires on its own
-#: (see :meth:`_CancellableRecord.hold_back`): only if the task that held it back
-#: has not run for that long, as when its loop is blocked.
-_HOLD_BACK = 1.0
 
 
 class Holder(NamedTuple):
@@ -94,40 +89,6 @@ class _CancellableRecord(_Record):
         # the block in another task.
         self.task: int | None = None
         self.cancelled_caught = False
-
-    def escalate(self, deadline: float, reason: str) -> None:
-        """Have the block cancelled at ``deadline``, from any thread."""
-        scope, loop = self.scope, self.loop
-        if scope is not None and loop is not None:
-            loop.call(self.escalate_here, scope, deadline, reason)
-
-    def hold_back(self, deadline: float) -> CancelScope | None:
-        """Move the scope's own deadline past ``deadline``, if the block runs in
-        this thread's event loop; return the scope, or ``None``.
-
-        A scope's deadline cancels with anyio's reason, "deadline exceeded". A
-        task awaiting the close in the block's own loop cancels the scope at
-        ``deadline`` instead, with the close's reason, which names the gate and
-        its grace; the scope's deadline stays as a backstop, which
-        :meth:`escalate_here` restores if that task stops waiting.
-        """
-        scope, loop = self.scope, self.loop
-        if scope is None or loop is None or not loop.in_this_thread() or scope.cancel_called:
-            return None
-        scope.deadline = current_time() + (deadline - monotonic()) + _HOLD_BACK
-        return scope
-
-    def escalate_here(self, scope: CancelScope, deadline: float, reason: str) -> None:
-        """:meth:`escalate`, in the block's own event loop thread."""
-        if self.scope is not scope:
-            return  # the block has ended
-        remaining = deadline - monotonic()
-        if remaining <= 0:
-            scope.cancel(reason)
-        else:
-            # The scope carries the deadline itself: it fires whether or not any
-            # task awaits the drain.
-            scope.deadline = min(scope.deadline, current_time() + remaining)
 
 
 def _describe(name: str | None) -> str:

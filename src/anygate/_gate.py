@@ -588,10 +588,11 @@ class Gate:
         of the cancel exception), as in ``gate 'tenant' closed and its grace of
         5s ran out``, when the block is cancelled at once (``grace=0``, or a
         block entered after the deadline), and when a task in the block's own
-        event loop awaits :meth:`close` as the grace runs out: that task cancels
-        the block. Otherwise the block's cancel scope ends it on its own
-        deadline, with anyio's reason, ``deadline exceeded``, since anyio has no
-        timer in an event loop other than a task's.
+        event loop awaits :meth:`close` of its gate or of an ancestor as the
+        grace runs out: that task cancels the block. Otherwise the block's
+        cancel scope ends it on its own deadline, with anyio's reason,
+        ``deadline exceeded``, since anyio has no timer in an event loop other
+        than a task's.
 
         Calling it on a closed gate does nothing but add its grace.
 
@@ -636,14 +637,18 @@ class Gate:
                 children = tuple(self._children.copy())
             if tightened:
                 records = tuple(self._records.copy())
+                # Tasks awaiting the drain wake at the new deadline.
+                opening_waiters += closing.waiters
             if not _count_after_store(self._holds) and not closing.drained():
                 drained = self._drain(closing)
+        if tightened:
+            # Before the wakeups: a task awaiting the drain then finds the blocks
+            # that the deadline cancelled already cancelled, from any thread.
+            closing.escalate(records)
         for waiter in refused:
             waiter.wakeup.wake()
         for wakeup in opening_waiters:
             wakeup.wake()
-        if tightened:
-            closing.escalate(records)
         for child in children:
             child._shut(grace, deadline)
         if drained is not None:
@@ -702,39 +707,42 @@ class Gate:
             await anyio.lowlevel.checkpoint()
             return
         self._check_not_held_by_closer()
-        waiter = Wakeup()
-        with self._locked:
-            if not closing.drained():
-                closing.waiters.append(waiter)
+        # This task watches the close of this gate and those of its descendants,
+        # which it closed: it cancels their blocks in this event loop at their
+        # deadlines itself, with their close's reason (Closing.escalate_here).
+        watched = [(self, closing), *self._descendant_closes()]
+        waiter = _watch(watched, None)
         waited = False
-        # Blocks in this loop are cancelled by this task at the deadline, so that
-        # their cancellation gives the close's reason, not "deadline exceeded".
-        held = closing.hold_back(tuple(self._records.copy())) if self._records else []
+        expired: set[Closing] = set()
         try:
             while not closing.drained():
                 now = monotonic()
                 wake_at = closing.warn_at(self._warn_after)
-                if held:
-                    deadline = closing.deadline
-                    assert deadline is not None
-                    if now >= deadline:
-                        held, cancel = [], held
-                        closing.cancel_held(cancel)
-                        continue
-                    wake_at = deadline if wake_at is None else min(wake_at, deadline)
-                delay = math.inf if wake_at is None else wake_at - now
-                if delay <= 0:
+                if wake_at is not None and wake_at <= now:
                     self._warn(closing)
                     continue
-                with anyio.move_on_after(delay):
+                for gate, watched_closing in watched:
+                    deadline = watched_closing.deadline
+                    if deadline is None or watched_closing in expired:
+                        continue
+                    if deadline <= now:
+                        expired.add(watched_closing)
+                        watched_closing.escalate_local(tuple(gate._records.copy()))
+                    elif wake_at is None or deadline < wake_at:
+                        wake_at = deadline
+                with anyio.move_on_after(math.inf if wake_at is None else wake_at - now):
                     await waiter.event.wait()
                 waited = True
+                if waiter.event.is_set() and not closing.drained():
+                    # Woken by a deadline moved or a descendant drained: wait on.
+                    waiter = _watch(watched, waiter)
+                    # A deadline moved into the past cancelled blocks as it woke
+                    # this task: let them end first, so that whether they are
+                    # still held when this task looks does not depend on the
+                    # order the loop runs its tasks in.
+                    await anyio.lowlevel.checkpoint()
         finally:
-            if held:
-                closing.cancel_held(held)
-            with self._locked:
-                if waiter in closing.waiters:
-                    closing.waiters.remove(waiter)
+            _unwatch(watched, waiter)
         with self._locked:
             log = closing.warned_at is not None and not closing.completion_logged
             closing.completion_logged = True
@@ -743,6 +751,18 @@ class Gate:
             _diagnostics._log_close_completed(self._name, took)
         if not waited:
             await anyio.lowlevel.checkpoint()  # every call is a checkpoint
+
+    def _descendant_closes(self) -> list[tuple[Gate, Closing]]:
+        """The open descendants' closes, which this gate's close made."""
+        found = []
+        gates = list(self._children.copy())
+        while gates:
+            gate = gates.pop()
+            closing = gate._closing
+            if closing is not None and not closing.drained():
+                found.append((gate, closing))
+            gates += gate._children.copy()
+        return found
 
     def _warn(self, closing: Closing) -> None:
         with self._locked:
@@ -1359,7 +1379,7 @@ class _CancellableGuard(_NamedGuard):
         record.scope = scope
         closing = self._gate._closing
         if closing is not None and closing.deadline is not None:
-            record.escalate_here(scope, closing.deadline, closing.reason)
+            closing.escalate_here(record, scope)
         return self
 
     def __exit__(
@@ -1391,6 +1411,34 @@ class _CancellableGuard(_NamedGuard):
             self.release()
         record.cancelled_caught = scope.cancelled_caught
         return caught
+
+
+def _watch(watched: list[tuple[Gate, Closing]], old: Wakeup | None) -> Wakeup:
+    """Await the drain of each close in ``watched``, in place of ``old``.
+
+    A fresh wakeup each time, as a set event stays set. Each close's blocks in
+    this event loop are then held back for this task to cancel.
+    """
+    waiter = Wakeup()
+    for gate, closing in watched:
+        with gate._locked:
+            if old is not None and old in closing.waiters:
+                closing.waiters.remove(old)
+            if not closing.drained():
+                closing.waiters.append(waiter)
+        if old is None:
+            closing.escalate_local(tuple(gate._records.copy()))
+    return waiter
+
+
+def _unwatch(watched: list[tuple[Gate, Closing]], waiter: Wakeup) -> None:
+    """Stop awaiting the drains, and give each block in this event loop its
+    scope's deadline back, unless another task here still awaits."""
+    for gate, closing in watched:
+        with gate._locked:
+            if waiter in closing.waiters:
+                closing.waiters.remove(waiter)
+        closing.escalate_local(tuple(gate._records.copy()))
 
 
 def _take(lock: RLock, blocking: bool = True) -> bool:

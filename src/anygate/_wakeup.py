@@ -19,20 +19,21 @@ class LoopRef:
     :raises anyio.NoEventLoopError: if no event loop runs in this thread
     """
 
-    __slots__ = ("_backend", "_native", "_thread")
+    __slots__ = ("_backend", "_native", "thread")
 
     def __init__(self) -> None:
         token = anyio.lowlevel.current_token()
         self._backend = token.backend_class
         self._native = token.native_token
-        self._thread = get_ident()
+        #: The thread running the loop.
+        self.thread = get_ident()
 
     def in_this_thread(self) -> bool:
-        return get_ident() == self._thread
+        return get_ident() == self.thread
 
     def call(self, func: Callable[[Unpack[_Ts]], object], *args: Unpack[_Ts]) -> None:
         """Run ``func(*args)`` in the loop: now if called from its thread, else soon."""
-        if get_ident() == self._thread:
+        if get_ident() == self.thread:
             func(*args)
         else:
             self.call_soon(func, *args)

@@ -239,10 +239,11 @@ class Gate:
         of the cancel exception), as in ``gate 'tenant' closed and its grace of
         5s ran out``, when the block is cancelled at once (``grace=0``, or a
         block entered after the deadline), and when a task in the block's own
-        event loop awaits :meth:`close` as the grace runs out: that task cancels
-        the block. Otherwise the block's cancel scope ends it on its own
-        deadline, with anyio's reason, ``deadline exceeded``, since anyio has no
-        timer in an event loop other than a task's.
+        event loop awaits :meth:`close` of its gate or of an ancestor as the
+        grace runs out: that task cancels the block. Otherwise the block's
+        cancel scope ends it on its own deadline, with anyio's reason,
+        ``deadline exceeded``, since anyio has no timer in an event loop other
+        than a task's.
 
         Calling it on a closed gate does nothing but add its grace.
 
