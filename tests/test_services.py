@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
 import anyio.lowlevel
@@ -286,6 +286,57 @@ class TestSlowCloseWarning:
             await wait_all_tasks_blocked()
             guard.release()
         assert "waits forever if it holds the gate itself" in caplog.text
+
+
+class TestMockClock:
+    """On trio's MockClock, the close's timers follow the loop's clock, as the
+    blocks' cancel scopes do: a wait that judged them by the real clock would
+    spin, jumping the mock clock far past them."""
+
+    @staticmethod
+    def run(test: Callable[[], Awaitable[None]]) -> None:
+        from trio.testing import MockClock
+
+        anyio.run(test, backend="trio", backend_options={"clock": MockClock(autojump_threshold=0)})
+
+    def test_the_warning(self, warned: Warned) -> None:
+        warned_after: list[float] = []
+
+        async def test() -> None:
+            gate = Gate("g", warn_after=10)
+            guard = gate.enter("slow")
+            started = anyio.current_time()
+
+            async def close() -> None:
+                await gate.close()
+
+            async with create_task_group() as tg:
+                tg.start_soon(close)
+                await warned.wait()
+                warned_after.append(anyio.current_time() - started)
+                guard.release()
+
+        self.run(test)
+        assert warned_after == [pytest.approx(10, abs=0.1)]
+
+    def test_the_grace(self) -> None:
+        ended_after: list[float] = []
+        reasons: list[str] = []
+
+        async def test() -> None:
+            gate = Gate("g", warn_after=None)
+            block = Block(gate)
+            async with create_task_group() as tg:
+                tg.start_soon(block.run)
+                await block.entered.wait()
+                started = anyio.current_time()
+                await gate.close(grace=30)
+                ended_after.append(anyio.current_time() - started)
+            reasons.append(block.reason)
+
+        self.run(test)
+        assert ended_after == [pytest.approx(30, abs=0.1)]
+        assert "gate 'g' closed and its grace of 30s ran out" in reasons[0]
 
 
 class TestWaitClosing:

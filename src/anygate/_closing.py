@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from threading import get_ident
 from time import monotonic
 
@@ -108,13 +108,15 @@ class Closing:
 
     def escalate_local(self, records: Iterable[_Record]) -> None:
         """:meth:`escalate_here` for the blocks among ``records`` that run in this
-        thread: for a task awaiting the drain, as it starts and stops waiting,
-        and at the deadline, when it cancels them."""
-        for record in records:
-            if isinstance(record, _CancellableRecord):
-                scope, loop = record.scope, record.loop
-                if scope is not None and loop is not None and loop.in_this_thread():
-                    self.escalate_here(record, scope)
+        thread: for a task awaiting the drain, as it starts and stops waiting."""
+        for record, scope in _local_scopes(records):
+            self.escalate_here(record, scope)
+
+    def expire_local(self, records: Iterable[_Record]) -> None:
+        """Cancel the blocks among ``records`` that run in this thread, with this
+        close's reason: for a task awaiting the drain, at the deadline."""
+        for _, scope in _local_scopes(records):
+            scope.cancel(self.reason)
 
     def warn_at(self, warn_after: float | None) -> float | None:
         """When the slow-close warning is due, or ``None`` if it is not to come.
@@ -135,3 +137,12 @@ class Closing:
 
     def duration(self) -> float | None:
         return None if self.drained_at is None else self.drained_at - self.started
+
+
+def _local_scopes(records: Iterable[_Record]) -> Iterator[tuple[_CancellableRecord, CancelScope]]:
+    """The cancellable blocks among ``records`` that run in this thread."""
+    for record in records:
+        if isinstance(record, _CancellableRecord):
+            scope, loop = record.scope, record.loop
+            if scope is not None and loop is not None and loop.in_this_thread():
+                yield record, scope

@@ -713,24 +713,32 @@ class Gate:
         watched = [(self, closing), *self._descendant_closes()]
         waiter = _watch(watched, None)
         waited = False
+        # The times to wake at (the warning's, the deadlines), each put on this
+        # loop's clock once, as the blocks' cancel scopes have the deadlines:
+        # so a mock clock moves them all alike, and the wait never spins.
+        on_loop: dict[float, float] = {}
         expired: set[Closing] = set()
         try:
             while not closing.drained():
-                now = monotonic()
-                wake_at = closing.warn_at(self._warn_after)
-                if wake_at is not None and wake_at <= now:
-                    self._warn(closing)
-                    continue
+                now, loop_now = monotonic(), anyio.current_time()
+                warn_at = closing.warn_at(self._warn_after)
+                wake = math.inf
+                if warn_at is not None:
+                    wake = on_loop.setdefault(warn_at, loop_now + warn_at - now)
+                    if wake <= loop_now:
+                        self._warn(closing)
+                        continue
                 for gate, watched_closing in watched:
                     deadline = watched_closing.deadline
                     if deadline is None or watched_closing in expired:
                         continue
-                    if deadline <= now:
+                    at = on_loop.setdefault(deadline, loop_now + deadline - now)
+                    if at <= loop_now:
                         expired.add(watched_closing)
-                        watched_closing.escalate_local(tuple(gate._records.copy()))
-                    elif wake_at is None or deadline < wake_at:
-                        wake_at = deadline
-                with anyio.move_on_after(math.inf if wake_at is None else wake_at - now):
+                        watched_closing.expire_local(tuple(gate._records.copy()))
+                    else:
+                        wake = min(wake, at)
+                with anyio.move_on_after(wake - loop_now):
                     await waiter.event.wait()
                 waited = True
                 if waiter.event.is_set() and not closing.drained():
