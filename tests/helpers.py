@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,7 +12,7 @@ import anyio
 import pytest
 from anyio import CancelScope
 
-from anygate import Gate
+from anygate import Gate, GateGuard
 
 #: Every backend the tests run on: the ``anyio_backend`` fixture's parameters,
 #: and the parameters of tests that start their own event loops.
@@ -77,3 +78,46 @@ def in_thread(func: Callable[[], object]) -> None:
     assert not thread.is_alive(), f"{func!r} has not returned after {HANG}s: stuck"
     if errors:
         raise errors[0]
+
+
+async def sleep_until_cancelled(reasons: list[str]) -> None:
+    """Sleep until cancelled, adding the cancellation's message to ``reasons``."""
+    try:
+        await anyio.sleep_forever()
+    except anyio.get_cancelled_exc_class() as exc:
+        reasons.append(str(exc))
+        raise
+
+
+class Block:
+    """A task holding a cancellable block until told to stop, or cancelled."""
+
+    def __init__(self, gate: Gate, name: str = "poll") -> None:
+        self.gate = gate
+        self.name = name
+        self.entered = anyio.Event()
+        self.stop = anyio.Event()
+        self.ended = anyio.Event()
+        self.ended_at = 0.0
+        self.guard: GateGuard | None = None
+        #: The block's cancel scope, while it runs.
+        self.scope: CancelScope | None = None
+        #: The message of the cancellation that ended the block, if one did.
+        self.reason = ""
+
+    async def run(self) -> None:
+        with self.gate.enter(self.name, cancellable=True) as guard:
+            self.guard = guard
+            self.scope = private(guard)._record.scope
+            self.entered.set()
+            try:
+                await self.stop.wait()
+            except anyio.get_cancelled_exc_class() as exc:
+                self.reason = str(exc)
+                raise
+        self.ended_at = time.monotonic()
+        self.ended.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.guard is not None and self.guard.cancelled_caught

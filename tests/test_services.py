@@ -14,8 +14,8 @@ import pytest
 from anyio import create_task_group, wait_all_tasks_blocked
 from anyio.abc import TaskStatus
 
-from anygate import Gate, GateClosed, GateGuard, GateStatistics, Holder, gated
-from helpers import Closer, in_thread, no_hang, private
+from anygate import Gate, GateClosed, GateStatistics, Holder, gated
+from helpers import Block, Closer, in_thread, no_hang, private, sleep_until_cancelled
 
 pytestmark = pytest.mark.anyio
 
@@ -44,37 +44,6 @@ def warned() -> Iterator[Warned]:
     logger.addHandler(handler)
     yield handler
     logger.removeHandler(handler)
-
-
-class Block:
-    """A task holding a cancellable block until told to stop, or cancelled."""
-
-    def __init__(self, gate: Gate, name: str = "poll") -> None:
-        self.gate = gate
-        self.name = name
-        self.entered = anyio.Event()
-        self.stop = anyio.Event()
-        self.ended = anyio.Event()
-        self.ended_at = 0.0
-        self.guard: GateGuard | None = None
-        #: The message of the cancellation that ended the block, if one did.
-        self.reason = ""
-
-    async def run(self) -> None:
-        with self.gate.enter(self.name, cancellable=True) as guard:
-            self.guard = guard
-            self.entered.set()
-            try:
-                await self.stop.wait()
-            except anyio.get_cancelled_exc_class() as exc:
-                self.reason = str(exc)
-                raise
-        self.ended_at = time.monotonic()
-        self.ended.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self.guard is not None and self.guard.cancelled_caught
 
 
 class TestCloseNowait:
@@ -863,11 +832,7 @@ class TestCloseReason:
         reasons: list[str] = []
 
         async def work() -> None:
-            try:
-                await anyio.sleep_forever()
-            except anyio.get_cancelled_exc_class() as exc:
-                reasons.append(str(exc))
-                raise
+            await sleep_until_cancelled(reasons)
 
         with no_hang("close() of a gate with a cancellable task"):
             async with create_task_group() as tg:
@@ -884,11 +849,7 @@ class TestCloseReason:
 
         async def late_part() -> None:
             with holder.clone("late", cancellable=True):
-                try:
-                    await anyio.sleep_forever()
-                except anyio.get_cancelled_exc_class() as exc:
-                    reasons.append(str(exc))
-                    raise
+                await sleep_until_cancelled(reasons)
             holder.release()
 
         with no_hang("close() with a late cancellable clone"):
@@ -978,25 +939,3 @@ class TestCloseReason:
                     tg.start_soon(closer.run)
         assert all(closer.done for closer in closers)
         assert REASON in block.reason
-
-    async def test_cancellable_acquire_block(self) -> None:
-        gate = Gate("tenant", limit=2)
-        reasons: list[str] = []
-        entered = anyio.Event()
-
-        async def poll() -> None:
-            async with gate.acquire("poll", cancellable=True):
-                entered.set()
-                try:
-                    await anyio.sleep_forever()
-                except anyio.get_cancelled_exc_class() as exc:
-                    reasons.append(str(exc))
-                    raise
-
-        with no_hang("the close"):
-            async with create_task_group() as tg:
-                tg.start_soon(poll)
-                await entered.wait()
-                await gate.close(grace=GRACE)
-        assert len(reasons) == 1
-        assert REASON in reasons[0]

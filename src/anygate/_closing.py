@@ -95,8 +95,10 @@ class Closing:
         it reads everything afresh.
         """
         deadline = self.deadline
-        if record.scope is not scope or deadline is None:
-            return  # the block has ended, or there is no deadline
+        if record.scope is not scope or deadline is None or self.drained():
+            # The block has ended, or there is no deadline. A drained close has
+            # no blocks: those of a reopened gate are the next close's.
+            return
         remaining = deadline - monotonic()
         if remaining <= 0:
             scope.cancel(self.reason)
@@ -115,6 +117,8 @@ class Closing:
     def expire_local(self, records: Iterable[_Record]) -> None:
         """Cancel the blocks among ``records`` that run in this thread, with this
         close's reason: for a task awaiting the drain, at the deadline."""
+        if self.drained():
+            return  # as in escalate_here
         for _, scope in _local_scopes(records):
             scope.cancel(self.reason)
 
