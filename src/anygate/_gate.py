@@ -484,7 +484,7 @@ class Gate:
         :raises TypeError: if ``func`` is not callable, or ``name`` not a string
         """
         if not callable(func):
-            _tasks._check_callable(func, "start_soon")
+            _tasks._check_callable(func, "start_soon")  # type: ignore[unreachable]
         if cancellable:
             guard = self.enter(name, cancellable=True)
             run = _tasks._run_cancellable
