@@ -143,8 +143,30 @@ class TestBlockEnteredAsTheWaiterExpires:
 
 
 def waiters(gate: Gate) -> list[object]:
+    """The tasks awaiting the drain of the gate's close, or watching its blocks."""
     closing = private(gate)._closing
-    return [] if closing is None else list(closing.waiters)
+    return [] if closing is None else [*closing.waiters, *closing.watchers]
+
+
+def watchers(gate: Gate) -> list[object]:
+    """The tasks watching the blocks of the gate's close: one entry each."""
+    closing = private(gate)._closing
+    return [] if closing is None else list(closing.watchers)
+
+
+def rearms(monkeypatch: pytest.MonkeyPatch, then: Callable[[], object]) -> list[object]:
+    """Record each wakeup re-armed by a waiter woken early; ``then()`` as each
+    is about to be re-armed, so that what it wakes is the old event."""
+    rearmed: list[object] = []
+    real = GATE_MODULE.Wakeup.rearm
+
+    def rearm(wakeup: object) -> None:
+        rearmed.append(wakeup)
+        then()
+        real(wakeup)
+
+    monkeypatch.setattr("anygate._wakeup.Wakeup.rearm", rearm)
+    return rearmed
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -161,8 +183,8 @@ def hold_back_forever(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("anygate._closing._HOLD_BACK", 3600.0)
 
 
-class TestCancelledAtTheRewatchCheckpoint:
-    """The waiter is cancelled at the checkpoint it takes after re-registering."""
+class TestCancelledAtTheRearmCheckpoint:
+    """The waiter is cancelled at the checkpoint it takes after re-arming."""
 
     @pytest.mark.parametrize("tree", ["gate", "child"])
     async def test_hold_back_given_back(self, monkeypatch: pytest.MonkeyPatch, tree: str) -> None:
@@ -171,17 +193,8 @@ class TestCancelledAtTheRewatchCheckpoint:
         gate = Gate("child", parent=root) if tree == "child" else root
         block = Block(gate)
         closer = Closer(root, 3600.0)
-        rewatched: list[int] = []
-        real_watch = GATE_MODULE._watch
-
-        def watch(watched: list, old: object) -> object:  # type: ignore[type-arg]
-            waiter = real_watch(watched, old)
-            if old is not None:
-                rewatched.append(1)
-                closer.scope.cancel()  # lands on the checkpoint that follows
-            return waiter
-
-        monkeypatch.setattr("anygate._gate._watch", watch)
+        # Cancelled as it re-arms: lands on the checkpoint that follows.
+        rearmed = rearms(monkeypatch, closer.scope.cancel)
         with no_hang("the block, once its grace ran out with nobody waiting"):
             async with create_task_group() as tg:
                 tg.start_soon(block.run)
@@ -190,7 +203,7 @@ class TestCancelledAtTheRewatchCheckpoint:
                 await wait_all_tasks_blocked()
                 root.close_nowait(grace=GRACE)  # tightens: wakes the waiter
                 await wait_all_tasks_blocked()
-                assert rewatched == [1]
+                assert len(rearmed) == 1
                 assert closer.cancelled
                 assert waiters(root) == []
                 assert waiters(gate) == []
@@ -201,19 +214,12 @@ class TestCancelledAtTheRewatchCheckpoint:
 
 
 class TestIdleWaiter:
-    """A waiting close is idle: no re-registration loop."""
+    """A waiting close is idle: a descendant's drain does not wake it."""
 
     async def test_descendant_drains_while_ancestor_waits(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        made: list[object] = []
-
-        class Counted(GATE_MODULE.Wakeup):  # type: ignore[misc]
-            def __init__(self) -> None:
-                super().__init__()
-                made.append(self)
-
-        monkeypatch.setattr("anygate._gate.Wakeup", Counted)
+        rearmed = rearms(monkeypatch, lambda: None)
         root = Gate("tenant")
         busy = Gate("busy", parent=root)
         quick = Gate("quick", parent=root)
@@ -225,18 +231,14 @@ class TestIdleWaiter:
             await block.entered.wait()
             tg.start_soon(closer.run)
             await wait_all_tasks_blocked()
-            assert len(made) == 1
-            assert list(waiters(quick)) == made
-            held.release()  # quick drains, and wakes the root's waiter in it
+            (waiter,) = private(root)._closing.waiters
+            assert waiters(quick) == [waiter]
+            held.release()  # quick drains
             await wait_all_tasks_blocked()
-            assert len(made) == 2, "one fresh wakeup for one drain"
-            assert waiters(root) == [made[1]]
-            assert waiters(busy) == [made[1]]
+            assert rearmed == []
+            assert waiters(root) == [waiter, waiter]  # awaiting, and watching
+            assert waiters(busy) == [waiter]
             assert waiters(quick) == []
-            for _ in range(5):
-                await anyio.lowlevel.checkpoint()
-            await wait_all_tasks_blocked()
-            assert len(made) == 2, "the waiter is spinning"
             root.close_nowait(grace=0)
             await block.ended.wait()
         assert closer.done
@@ -316,39 +318,35 @@ class TestTrees:
                 tg.start_soon(root_closer.run)
                 # Not wait_all_tasks_blocked(): on asyncio it may sleep 0.1s,
                 # past the grace.
-                await until(lambda: len(waiters(child)) == 2)
+                await until(lambda: len(watchers(child)) == 2)
                 if cancel == "parent-waiter":
                     root_closer.scope.cancel()
                     await until(lambda: root_closer.cancelled)
                 elif cancel == "child-waiter":
                     child_closer.scope.cancel()
                     await until(lambda: child_closer.cancelled)
-                assert len(waiters(child)) == (2 if cancel == "none" else 1)
+                assert len(watchers(child)) == (2 if cancel == "none" else 1)
                 await block.ended.wait()
         assert reason_of("child") in block.reason
         assert waiters(root) == []
         assert waiters(child) == []
 
-    async def test_tightened_from_another_thread_mid_rewatch(
+    async def test_tightened_from_another_thread_as_the_waiter_rearms(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        # Woken by one tighten, the waiter re-arms while another thread tightens
+        # again: that wakeup may set the old event, so the waiter must find the
+        # new deadline by looking, not by being woken.
         hold_back_forever(monkeypatch)
         root = Gate("tenant")
         busy = Gate("busy", parent=root)
-        quick = Gate("quick", parent=root)
         block = Block(busy)
-        held = quick.enter("plain")
-        real_watch = GATE_MODULE._watch
-        done: list[int] = []
 
-        def watch(watched: list, old: object) -> object:  # type: ignore[type-arg]
-            if old is not None and not done:
-                done.append(1)
-                # Between the old wakeup and the new one.
+        def tighten_in_a_thread() -> None:
+            if len(rearmed) == 1:
                 in_thread(lambda: root.close_nowait(grace=GRACE))
-            return real_watch(watched, old)
 
-        monkeypatch.setattr("anygate._gate._watch", watch)
+        rearmed = rearms(monkeypatch, tighten_in_a_thread)
         with no_hang("the block, once the tightened grace ran out"):
             async with create_task_group() as tg:
                 tg.start_soon(block.run)
@@ -356,9 +354,9 @@ class TestTrees:
                 closer = Closer(root, 3600.0)
                 tg.start_soon(closer.run)
                 await wait_all_tasks_blocked()
-                held.release()
+                root.close_nowait(grace=1800.0)
                 await block.ended.wait()
-        assert done == [1]
+        assert rearmed
         assert closer.done
         assert reason_of("busy") in block.reason
 
@@ -491,7 +489,7 @@ class TestSlowCloseWarning:
                 await block.entered.wait()
                 for closer in closers:
                     tg.start_soon(closer.run)
-                await until(lambda: len(waiters(child)) == 3)
+                await until(lambda: len(watchers(child)) == 3)
                 root.close_nowait(grace=GRACE)  # warning now counts from here
                 deadline = private(root)._closing.deadline
                 await block.ended.wait()

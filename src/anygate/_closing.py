@@ -39,6 +39,7 @@ class Closing:
         "started",
         "waiters",
         "warned_at",
+        "watchers",
     )
 
     def __init__(self) -> None:
@@ -48,8 +49,12 @@ class Closing:
         self.grace: float | None = None
         #: Why cancellable holders are cancelled: the cancel scopes' reason.
         self.reason = ""
-        #: Tasks awaiting the drain.
+        #: Tasks awaiting the drain, woken by it.
         self.waiters: list[Wakeup] = []
+        #: Tasks that cancel this close's blocks in their own event loops at
+        #: the deadline (see :meth:`escalate_here`), woken when it moves: those
+        #: awaiting the drain of this close or of an ancestor's.
+        self.watchers: list[Wakeup] = []
         #: When the slow-close warning was logged.
         self.warned_at: float | None = None
         self.completion_logged = False
@@ -104,7 +109,7 @@ class Closing:
             scope.cancel(self.reason)
             return
         me = get_ident()
-        if any(waiter.loop.thread == me for waiter in self.waiters.copy()):
+        if any(watcher.loop.thread == me for watcher in self.watchers.copy()):
             remaining += _HOLD_BACK
         scope.deadline = current_time() + remaining
 
@@ -137,6 +142,7 @@ class Closing:
         """Mark the close drained; return the waiters to wake."""
         self.drained_at = monotonic()
         waiters, self.waiters = self.waiters, []
+        self.watchers = []  # a drained close has no blocks left to cancel
         return waiters
 
     def duration(self) -> float | None:

@@ -648,8 +648,8 @@ class Gate:
                 children = tuple(self._children.copy())
             if tightened:
                 records = tuple(self._records.copy())
-                # Tasks awaiting the drain wake at the new deadline.
-                opening_waiters += closing.waiters
+                # Tasks watching the blocks wake for the new deadline.
+                opening_waiters += closing.watchers
             if not _count_after_store(self._holds) and not closing.drained():
                 drained = self._drain(closing)
         if tightened:
@@ -722,7 +722,7 @@ class Gate:
         # which it closed: it cancels their blocks in this event loop at their
         # deadlines itself, with their close's reason (Closing.escalate_here).
         watched = [(self, closing), *self._descendant_closes()]
-        waiter = _watch(watched, None)
+        waiter = _watch(watched)
         waited = False
         # The times to wake at (the warning's, the deadlines), each put on this
         # loop's clock once, as the blocks' cancel scopes have the deadlines:
@@ -753,8 +753,8 @@ class Gate:
                     await waiter.event.wait()
                 waited = True
                 if waiter.event.is_set() and not closing.drained():
-                    # Woken by a deadline moved or a descendant drained: wait on.
-                    waiter = _watch(watched, waiter)
+                    # Woken by a deadline moved: wait on, from the loop's top.
+                    waiter.rearm()
                     # A deadline moved into the past cancelled blocks as it woke
                     # this task: let them end first, so that whether they are
                     # still held when this task looks does not depend on the
@@ -1432,31 +1432,31 @@ class _CancellableGuard(_NamedGuard):
         return caught
 
 
-def _watch(watched: list[tuple[Gate, Closing]], old: Wakeup | None) -> Wakeup:
-    """Await the drain of each close in ``watched``, in place of ``old``.
+def _watch(watched: list[tuple[Gate, Closing]]) -> Wakeup:
+    """Await the drain of the first close in ``watched``, and watch them all.
 
-    A fresh wakeup each time, as a set event stays set. Each close's blocks in
-    this event loop are then held back for this task to cancel.
+    Watching a close, this task cancels its blocks in this event loop at the
+    deadline, so they are held back for it, and wakes when the deadline moves.
     """
     waiter = Wakeup()
-    for gate, closing in watched:
+    for i, (gate, closing) in enumerate(watched):
         with gate._locked:
-            if old is not None and old in closing.waiters:
-                closing.waiters.remove(old)
             if not closing.drained():
-                closing.waiters.append(waiter)
-        if old is None:
-            closing.escalate_local(tuple(gate._records.copy()))
+                closing.watchers.append(waiter)
+                if not i:
+                    closing.waiters.append(waiter)
+        closing.escalate_local(tuple(gate._records.copy()))
     return waiter
 
 
 def _unwatch(watched: list[tuple[Gate, Closing]], waiter: Wakeup) -> None:
-    """Stop awaiting the drains, and give each block in this event loop its
-    scope's deadline back, unless another task here still awaits."""
+    """Stop awaiting and watching, and give each block in this event loop its
+    scope's deadline back, unless another task here still watches."""
     for gate, closing in watched:
         with gate._locked:
-            if waiter in closing.waiters:
-                closing.waiters.remove(waiter)
+            for registered in (closing.waiters, closing.watchers):
+                if waiter in registered:
+                    registered.remove(waiter)
         closing.escalate_local(tuple(gate._records.copy()))
 
 

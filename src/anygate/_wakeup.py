@@ -62,6 +62,14 @@ class Wakeup:
         self.event = anyio.Event()
         self.loop = LoopRef()
 
+    def rearm(self) -> None:
+        """Wait again, after a wakeup, without leaving the lists it is in.
+
+        A wakeup whose call was queued before this may set the old event: the
+        waiter, woken already, must look at what it waits for after this.
+        """
+        self.event = anyio.Event()
+
     def wake(self, soon: bool = False) -> None:
         """Set the event; ``soon`` defers even a same-thread call to the loop."""
         if soon:
