@@ -601,8 +601,9 @@ class Gate:
         block entered after the deadline), and when a task in the block's own
         event loop awaits :meth:`close` of its gate or of an ancestor as the
         grace runs out: that task cancels the block. Otherwise the block's
-        cancel scope ends it on its own deadline, with anyio's reason,
-        ``deadline exceeded``, since anyio has no timer in an event loop other
+        cancel scope ends it on its own deadline, with the backend's reason for
+        a deadline (``deadline exceeded`` on asyncio, ``cancelled due to
+        deadline`` on trio), since anyio has no timer in an event loop other
         than a task's.
 
         Calling it on a closed gate does nothing but add its grace.
