@@ -10,7 +10,7 @@ from anyio import CancelScope, current_time
 from typing_extensions import final
 
 from ._diagnostics import _CancellableRecord, _Record
-from ._wakeup import Wakeup
+from ._wakeup import LoopRef, Wakeup
 
 #: How long past the deadline a block's cancel scope still fires on its own while
 #: a task in its event loop awaits the drain (see :meth:`Closing.escalate_here`):
@@ -81,11 +81,8 @@ class Closing:
     def escalate(self, records: Iterable[_Record]) -> None:
         """Hand the deadline to the cancellable blocks among ``records``, each in
         its own event loop: call after the deadline moved."""
-        for record in records:
-            if isinstance(record, _CancellableRecord):
-                scope, loop = record.scope, record.loop
-                if scope is not None and loop is not None:
-                    loop.call(self.escalate_here, record, scope)
+        for record, scope, loop in _running_blocks(records):
+            loop.call(self.escalate_here, record, scope)
 
     def escalate_here(self, record: _CancellableRecord, scope: CancelScope) -> None:
         """Give the block of ``record`` this close's deadline; in its own thread.
@@ -149,10 +146,19 @@ class Closing:
         return None if self.drained_at is None else self.drained_at - self.started
 
 
-def _local_scopes(records: Iterable[_Record]) -> Iterator[tuple[_CancellableRecord, CancelScope]]:
-    """The cancellable blocks among ``records`` that run in this thread."""
+def _running_blocks(
+    records: Iterable[_Record],
+) -> Iterator[tuple[_CancellableRecord, CancelScope, LoopRef]]:
+    """The cancellable blocks among ``records`` that are running, with their loops."""
     for record in records:
         if isinstance(record, _CancellableRecord):
             scope, loop = record.scope, record.loop
-            if scope is not None and loop is not None and loop.in_this_thread():
-                yield record, scope
+            if scope is not None and loop is not None:
+                yield record, scope, loop
+
+
+def _local_scopes(records: Iterable[_Record]) -> Iterator[tuple[_CancellableRecord, CancelScope]]:
+    """The cancellable blocks among ``records`` that run in this thread."""
+    for record, scope, loop in _running_blocks(records):
+        if loop.in_this_thread():
+            yield record, scope

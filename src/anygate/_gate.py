@@ -483,21 +483,10 @@ class Gate:
         :raises anyio.WouldBlock: if the gate is at its limit
         :raises TypeError: if ``func`` is not callable, or ``name`` not a string
         """
-        if not callable(func):
-            _tasks._check_callable(func, "start_soon")  # type: ignore[unreachable]
+        _tasks._check_callable(func, "start_soon")
         if cancellable:
             guard = self.enter(name, cancellable=True)
             run = _tasks._run_cancellable
-        elif name is None:
-            # Gate.enter(), inlined for an unnamed hold: this is the hot path.
-            guard = _Guard()
-            guard._gate = self
-            holds = self._holds
-            holds.append(None)
-            guard._holds = holds
-            if self._slow:
-                self._admit(guard)
-            run = _tasks._run_holding
         else:
             guard = self.enter(name)
             run = _tasks._run_holding
