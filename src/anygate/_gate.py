@@ -483,10 +483,22 @@ class Gate:
         :raises anyio.WouldBlock: if the gate is at its limit
         :raises TypeError: if ``func`` is not callable, or ``name`` not a string
         """
-        _tasks._check_callable(func, "start_soon")
+        if not callable(func):
+            _tasks._check_callable(func, "start_soon")  # type: ignore[unreachable]
         if cancellable:
             guard = self.enter(name, cancellable=True)
             run = _tasks._run_cancellable
+        elif name is None:
+            # Gate.enter(), inlined for an unnamed hold: start_soon sits close
+            # to its target of 1.1x tg.start_soon, and the call costs ~0.5%.
+            guard = _Guard()
+            guard._gate = self
+            holds = self._holds
+            holds.append(None)
+            guard._holds = holds
+            if self._slow:
+                self._admit(guard)
+            run = _tasks._run_holding
         else:
             guard = self.enter(name)
             run = _tasks._run_holding
