@@ -36,6 +36,7 @@ import pytest
 from anyio import CancelScope, create_task_group, get_cancelled_exc_class, wait_all_tasks_blocked
 from anyio.abc import TaskGroup, TaskStatus
 
+import anygate._guards
 from anygate import Gate, GateClosed, GateGuard, gated
 from helpers import BACKENDS, HANG, Closer, in_thread, no_hang, private
 
@@ -58,7 +59,7 @@ def gc_disabled() -> Iterator[None]:
 
 
 #: Functions through which a gate takes its lock for another of its functions.
-LOCK_HELPERS = {"_take", "_lock_for", "__enter__"}
+LOCK_HELPERS = {"_take", "try_enter", "__enter__"}
 
 
 class LockSpy:
@@ -70,8 +71,9 @@ class LockSpy:
     """
 
     def __init__(self, gate: Gate) -> None:
-        self._lock: Any = private(gate)._lock
-        private(gate)._lock = self
+        # The gate's GateLock keeps its threading lock as _lock.
+        self._lock: Any = private(gate)._lock._lock
+        private(gate)._lock._lock = self
         self._function: str | None = None
         self._skip = 0
         self._action: Callable[[], None] | None = None
@@ -99,6 +101,9 @@ class LockSpy:
 
     def release(self) -> None:
         self._lock.release()
+
+    def _is_owned(self) -> bool:
+        return bool(self._lock._is_owned())
 
     def __enter__(self) -> None:
         self._lock.acquire()
@@ -474,7 +479,7 @@ class TestReleaseWhileTheLockIsHeld:
                 tg.start_soon(closer.run)
                 await wait_all_tasks_blocked()
                 # The refused entry gives its hold back, and settles under the lock.
-                spy.at("_settle", last.let_go)
+                spy.at("_settle_one", last.let_go)
                 assert gate.try_enter() is None
                 await wait_all_tasks_blocked()
                 closer.scope.cancel()
@@ -559,7 +564,7 @@ class TestReleaseWhileTheLockIsHeld:
         gate = Gate("g")
         last = LastHold(gate, by)
         spy = LockSpy(gate)
-        spy.at("_shut", last.let_go)
+        spy.at("_shut_one", last.let_go)
         with last.leak_warning():
             gate.close_nowait()
         spy.check()
@@ -592,7 +597,7 @@ class TestCloseFromInsideTheLock:
         gate.close_nowait()
         spy = LockSpy(gate)
         # The last release of a closed gate drains it under the lock.
-        spy.at("_settle", lambda: gate.close_nowait(grace=0))
+        spy.at("_settle_one", lambda: gate.close_nowait(grace=0))
         in_thread(guard.release)
         spy.check()
         assert gate.closed
@@ -608,7 +613,7 @@ class TestCloseFromInsideTheLock:
         def join_then_close(self: Any, waiter: Any) -> None:
             join(self, waiter)
             # As a signal handler would, with the lock held by this very thread.
-            assert private(gate)._owner == threading.get_ident()
+            assert private(gate)._lock._owner == threading.get_ident()
             gate.close_nowait(grace=0)
             assert not gate.closed  # deferred to the end of the locked region
 
@@ -617,7 +622,7 @@ class TestCloseFromInsideTheLock:
             await gate.acquire("waiter")
         assert gate.closed
         assert private(gate)._closing.grace == 0
-        assert private(gate)._pending_shuts == []
+        assert private(gate)._lock._deferred == []
         assert gate.statistics().tasks_waiting == 0
         holder.release()
         await gate.close()
@@ -629,7 +634,7 @@ class TestCloseFromInsideTheLock:
         spy = LockSpy(gate)
         # An entry refused by a closed gate gives its hold back, and settles
         # under the lock.
-        spy.at("_settle", lambda: gate.close_nowait(grace=0))
+        spy.at("_settle_one", lambda: gate.close_nowait(grace=0))
         try:
             in_thread(lambda: gate.try_enter())
         finally:
@@ -1020,7 +1025,7 @@ def interrupt_at(codes: set[CodeType], index: int) -> Callable[[FrameType, str, 
         if event == "line":
             if seen[0] == index:
                 seen[0] += 1
-                raise KeyboardInterrupt(frame.f_code.co_name, frame.f_lineno)
+                raise KeyboardInterrupt(frame.f_code.co_filename, frame.f_lineno)
             seen[0] += 1
         return local
 
@@ -1046,7 +1051,11 @@ def _with_gate(gate: Gate) -> None:
 _guard_class: Any = GateGuard
 ENTRIES = [
     pytest.param(_enter, {private(Gate).enter.__code__}, id="enter()"),
-    pytest.param(_enter_named, {private(Gate).enter.__code__}, id="enter(name)"),
+    pytest.param(
+        _enter_named,
+        {private(Gate).enter.__code__, private(Gate)._count.__code__},
+        id="enter(name)",
+    ),
     pytest.param(_with_gate, {private(Gate).__enter__.__code__}, id="with gate"),
 ]
 CLONES = [
@@ -1055,8 +1064,8 @@ CLONES = [
 ]
 CLONE_CODES = {
     _guard_class.clone.__code__,
-    private(Gate)._adopt.__code__,
-    private(Gate)._new_named.__code__,
+    private(anygate._guards).new_guard.__code__,
+    private(anygate._guards).NamedGuard._held.__code__,
 }
 
 
@@ -1103,19 +1112,21 @@ class Interrupted:
         return None
 
     def leaks(self) -> list[str]:
-        return [f"{name}:{source(line)}" for name, line, leaked in self.points if leaked]
+        return [f"{file}:{source((file, line))}" for file, line, leaked in self.points if leaked]
 
     def counting_point(self) -> int:
         """The index of the line that counts the hold."""
         counting = [
-            i for i, (_, line, _) in enumerate(self.points) if ".append(None)" in source(line)
+            i
+            for i, (file, line, _) in enumerate(self.points)
+            if ".append(None)" in source((file, line))
         ]
         assert len(counting) == 1, self.points
         return counting[0]
 
 
-def source(line: int) -> str:
-    return linecache.getline(private(Gate).enter.__code__.co_filename, line).strip()
+def source(where: tuple[str, int]) -> str:
+    return linecache.getline(*where).strip()
 
 
 @contextmanager

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 
 from typing_extensions import final
 
 from ._wakeup import Wakeup
 
-#: What became of a waiter. Only the owner of the line moves a waiter on.
-WAITING, ADMITTED, REFUSED, LEFT = "waiting", "admitted", "refused", "left"
+
+class WaiterState(enum.Enum):
+    """What became of a waiter. Only the owner of the line moves a waiter on."""
+
+    WAITING = "waiting"
+    ADMITTED = "admitted"
+    REFUSED = "refused"
+    LEFT = "left"
 
 
 @final
@@ -20,7 +27,11 @@ class Waiter:
 
     def __init__(self) -> None:
         self.wakeup = Wakeup()
-        self.state = WAITING
+        self.state = WaiterState.WAITING
+
+    def admitted(self) -> bool:
+        """Whether the line's owner admitted it (read after a wait)."""
+        return self.state is WaiterState.ADMITTED
 
 
 @final
@@ -51,9 +62,9 @@ class Admission:
 
     def leave(self, waiter: Waiter) -> None:
         """Take a waiting ``waiter`` out of line."""
-        if waiter.state == WAITING:
+        if waiter.state is WaiterState.WAITING:
             self.line.remove(waiter)
-            waiter.state = LEFT
+            waiter.state = WaiterState.LEFT
 
     def admit(self, holds: list[None]) -> list[Waiter]:
         """Admit waiters, oldest first, while the holds counted in ``holds``
@@ -67,7 +78,7 @@ class Admission:
         while line and len(holds) < self.limit:
             holds.append(None)
             waiter = line.popleft()
-            waiter.state = ADMITTED
+            waiter.state = WaiterState.ADMITTED
             admitted.append(waiter)
         return admitted
 
@@ -76,5 +87,5 @@ class Admission:
         refused = list(self.line)
         self.line.clear()
         for waiter in refused:
-            waiter.state = REFUSED
+            waiter.state = WaiterState.REFUSED
         return refused

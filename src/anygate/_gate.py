@@ -1,31 +1,28 @@
+"""The gate, and what ``Gate.acquire()`` returns."""
+
 from __future__ import annotations
 
-import math
 import sysconfig
-import warnings
-from collections.abc import Awaitable, Callable, Coroutine, Generator
-from threading import RLock, get_ident
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from time import monotonic
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, SupportsIndex, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.lowlevel
-from typing_extensions import ParamSpec, Self, TypeVarTuple, Unpack, final
+from typing_extensions import ParamSpec, TypeVarTuple, Unpack, final
 
-from . import _diagnostics, _tasks
-from ._admission import ADMITTED, REFUSED, Admission, Waiter
-from ._closing import Closing
-from ._diagnostics import (
-    GateStatistics,
-    Holder,
-    _CancellableRecord,
-    _ChildRecord,
-    _Record,
-)
+from . import _tasks
+from ._admission import Admission, Waiter, WaiterState
+from ._closing import Closing, wait_drained
+from ._diagnostics import GateStatistics, describe, log_late_release, warn_slow_close
 from ._exceptions import GateClosed
+from ._guards import CancellableGuard, GateGuard, UnnamedGuard, child_guard, guard_class, new_guard
+from ._lock import GateLock
+from ._records import CancellableRecord, ChildRecord, Holder, Record, holders_of
 from ._tasks import TaskStarter
-from ._wakeup import LoopRef, Wakeup
+from ._util import check_callable, check_limit, check_name, check_seconds, require_loop
+from ._wakeup import Wakeup, in_signal_handler
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -54,6 +51,7 @@ class Gate:
     A gate can have a parent: the child holds its parent while it is open, so the
     parent cannot finish closing before the child has; closing the parent closes
     the child with the same grace. Holds on the child do not count on the parent.
+    Trees may be of any depth: closing and draining walk them without recursion.
 
     Thread safety: entering, releasing and cloning may be done from any thread,
     including threads that anyio did not start; a last release in a thread wakes
@@ -77,22 +75,36 @@ class Gate:
     :raises ValueError: if ``limit`` is below 1, or ``warn_after`` is negative or NaN
     """
 
+    # The counter, and its rule, written here once (tokio-util's TaskTracker
+    # keeps its state in one word; this is that word, spread over two fields):
+    #
+    # * ``_holds`` has one item per hold: list.append and list.pop are atomic
+    #   (under the GIL, and per list on free-threaded builds), so len() is an
+    #   exact, lock-free count for every thread.
+    # * ``_slow`` is true when anything is off the fast path: the gate is
+    #   closed, or bounded. An open unbounded gate pays one test per entry and
+    #   release, and takes no lock.
+    # * Entry (Gate._count): append, THEN read ``_slow``. Close (Gate._shut_one):
+    #   set ``_closing``, then ``_slow``, THEN read the count (Dekker's pairing;
+    #   _count_after_store is the barrier on free-threaded builds). So either
+    #   the entry sees the close and gives its hold back, or the close sees the
+    #   hold and waits for it.
+    # * Release (GateGuard._release): pop, THEN read ``_slow``, and settle if set.
+    #
+    # Copies inlined for speed are marked "HOT COPY of" the operation they copy,
+    # and tests/test_enter.py::TestEveryWayToHold runs the rule over each.
     __slots__ = (
         "_admission",
         "_children",
         "_closing",
         "_closing_waiters",
-        "_dirty",
         "_fast_acquire",
         "_holds",
         "_last_close",
         "_lock",
-        "_locked",
         "_name",
-        "_owner",
         "_parent",
-        "_parent_guard",
-        "_pending_shuts",
+        "_parent_hold",
         "_records",
         "_refused",
         "_slow",
@@ -108,51 +120,30 @@ class Gate:
         warn_after: float | None = 1.0,
         fast_acquire: bool = False,
     ) -> None:
-        _check_name(name)
-        _check_limit(limit)
+        check_name(name)
+        check_limit(limit)
         if parent is not None and not isinstance(parent, Gate):
             raise TypeError(f"parent must be a Gate or None, not {type(parent).__name__}")
         self._name = name
-        # One item per hold: list.append and list.pop are atomic in CPython, which
-        # makes len() an exact, lock-free counter for threads.
         self._holds: list[None] = []
-        # The close in progress or done, or None while open. Set before _slow.
+        #: The close in progress or done, or None while open. Set before _slow.
         self._closing: Closing | None = None
         self._admission = None if limit is None else Admission(limit)
-        # One flag for everything off the fast path (closed, or bounded), so that
-        # an open unbounded gate pays a single test per entry and release.
         self._slow = self._admission is not None
-        # Guards the state changes of a close, a reopen and the line of waiters.
-        # Never held while calling out (waking, logging, releasing).
-        # Reentrant only so that a KeyboardInterrupt landing right after an
-        # acquire can be undone (RLock._is_owned); it is never taken twice, since
-        # every acquire first checks _owner.
-        self._lock = RLock()
-        # The thread holding the lock, so that a finalizer or a signal handler
-        # running inside a locked region of this gate, in that same thread,
-        # neither waits for the lock forever nor runs in the middle of it.
-        self._owner: int | None = None
-        # Set by a release whose follow-up awaits the lock's holder (see _settle).
-        self._dirty = False
-        # Shuts requested from inside a locked region, by a signal handler or a
-        # finalizer: (grace, deadline), done as the region is left.
-        self._pending_shuts: list[tuple[float | None, float | None]] = []
-        # `with self._locked:` takes the lock, and settles after letting it go.
-        self._locked = _Locked(self)
-        # Named and cancellable holds, oldest first. Changed without a lock, even
-        # by finalizers, so read only through dict.copy(): one C call, which
-        # nothing can interleave with.
-        self._records: dict[_Record, None] = {}
-        self._warn_after = _check_seconds("warn_after", warn_after)
+        self._lock = GateLock(self._settle)
+        # Named and cancellable holds, oldest first (see records.Record).
+        self._records: dict[Record, None] = {}
+        self._warn_after = check_seconds("warn_after", warn_after)
         self._fast_acquire = bool(fast_acquire)
         # Tasks in wait_closing().
         self._closing_waiters: list[Wakeup] = []
+        # Children holding this gate, open or still draining.
         self._children: dict[Gate, None] = {}
         self._refused = 0
         self._last_close: float | None = None
         self._parent = parent
-        # The hold on the parent while open; set by the parent, under its lock.
-        self._parent_guard: GateGuard | None = None
+        # The hold on the parent while open; a close takes it (Closing.parent_hold).
+        self._parent_hold: GateGuard | None = None
         if parent is not None:
             parent._adopt_child(self)
 
@@ -186,6 +177,122 @@ class Gate:
         """The most holds admitted at once, or ``None``."""
         return None if self._admission is None else self._admission.limit
 
+    # -- The counter -----------------------------------------------------------
+
+    def _count(self, guard: GateGuard) -> None:
+        """Count a hold for ``guard``, or give it back and raise: the rule of an entry.
+
+        A KeyboardInterrupt that CPython delivers as the append returns leaks
+        the hold: the one window, documented in :meth:`enter`.
+        """
+        holds = self._holds
+        holds.append(None)
+        guard._holds = holds
+        if self._slow:
+            error = self._refusal()
+            if error is not None:
+                guard._holds = None
+                self._refuse()
+                raise error
+        guard._held()
+
+    def _refusal(self) -> Exception | None:
+        """Why a hold just counted may not stay, or ``None``."""
+        if self._closing is not None:
+            return self._closed_error()
+        admission = self._admission
+        if admission is not None and not admission.has_room(len(self._holds)):
+            return anyio.WouldBlock(f"{self._describe()} is at its limit of {admission.limit}")
+        return None
+
+    def _refuse(self) -> None:
+        """Give back the hold of a refused entry, which no guard owns."""
+        # No lock: an entry may be refused in a signal handler that interrupted
+        # this gate's own locked region. Under the GIL, from Python 3.11, nothing
+        # can run between the read and the write; on 3.10 and on free-threaded
+        # builds, concurrent refusals in threads may be undercounted.
+        self._refused += 1
+        closing = self._closing
+        if closing is not None and closing.drained():
+            # The count was zero before this entry: its drop settles nothing.
+            self._holds.pop()
+        else:
+            self._drop()
+
+    def _drop(self) -> None:
+        """Drop a hold that no guard owns, then settle: the rule of a release."""
+        try:
+            self._holds.pop()
+            if self._slow:
+                self._settle()
+        except BaseException:
+            if self._slow:
+                self._settle()
+            raise
+
+    def _settle(self, soon: bool = False) -> None:
+        """Act on a release of a slow gate: drain a close, or admit waiters; then
+        settle each ancestor whose hold a drain dropped, without recursion.
+
+        Never blocks (see :class:`~anygate._lock.GateLock`), and is idempotent:
+        settling twice does no harm, and a drained close is woken again. That
+        makes the **interrupt policy** of every release possible: an exception
+        landing after a hold is dropped (a KeyboardInterrupt, which CPython
+        delivers after any call) settles again before it goes on.
+        ``soon``: called from a finalizer, so wake nothing directly.
+        """
+        _walk([self], lambda gate: gate._settle_one(soon))
+
+    def _settle_one(self, soon: bool) -> list[Gate]:
+        """Settle this gate; return the parent whose hold a drain dropped."""
+        admission = self._admission
+        if self._closing is None and (admission is None or not admission.line):
+            # Open, and nobody in line: nothing to do. A waiter joins the line,
+            # then settles itself, so one of the two sees the other.
+            return []
+        lock = self._lock
+        lock.owed = True
+        up: list[Gate] = []
+        while lock.owed:
+            if not lock.try_enter():
+                return up  # the lock's holder settles as it lets go
+            try:
+                lock.owed = False
+                wakeups, parent = self._settle_locked()
+            except BaseException:
+                lock.owed = True
+                raise
+            finally:
+                lock.leave()
+            for wakeup in wakeups:
+                wakeup.wake(soon)
+            if parent is not None:
+                up = [parent]
+            lock.run_deferred()
+        return up
+
+    def _settle_locked(self) -> tuple[list[Wakeup], Gate | None]:
+        """Under the lock: drain a close whose count is zero, or admit waiters."""
+        closing = self._closing
+        if closing is not None:
+            if not closing.drained():
+                if _count_after_store(self._holds):
+                    return [], None
+                closing.mark_drained()
+                self._last_close = closing.duration()
+            # Drained (now or before): its waiters are woken, again if need be,
+            # and its hold on the parent dropped, exactly once, here.
+            hold = closing.drop_parent_hold()
+            parent = None
+            if hold is not None and self._parent is not None:
+                parent = self._parent
+                parent._children.pop(self, None)
+            return closing.waiters.copy(), parent
+        admission = self._admission
+        if admission is not None and admission.line:
+            return [waiter.wakeup for waiter in admission.admit(self._holds)], None
+        return [], None
+
     # -- Entering ------------------------------------------------------------
 
     def enter(self, name: str | None = None, *, cancellable: bool = False) -> GateGuard:
@@ -213,100 +320,26 @@ class Gate:
         :raises anyio.NoEventLoopError: if ``cancellable`` is true and no event
             loop runs in this thread
         """
-        if cancellable:
-            return self._enter_cancellable(name)
-        holds = self._holds
-        if name is None:
-            guard = _Guard()
+        if name is None and not cancellable:
+            # HOT COPY of Gate._count, for an unnamed guard.
+            guard: GateGuard = UnnamedGuard()
             guard._gate = self
-            # Count first, then look at the flag: a close sets the flag before
-            # it looks at the count, so one of the two always sees the other.
+            holds = self._holds
             holds.append(None)
             guard._holds = holds
             if self._slow:
-                self._admit(guard)
+                error = self._refusal()
+                if error is not None:
+                    guard._holds = None
+                    self._refuse()
+                    raise error
             return guard
-        if name.__class__ is not str:
-            _check_name(name)
-        # As above, with a record: this is the hot path of a named entry.
-        named = _NamedGuard()
-        named._gate = self
-        record = _Record()
-        record.name = name
-        record.since = monotonic()
-        named._record = record
-        holds.append(None)
-        named._holds = holds
-        if self._slow:
-            self._admit(named)
-        self._records[record] = None
-        return named
-
-    def _enter_cancellable(self, name: str | None) -> GateGuard:
-        _check_name(name)
-        _require_loop("enter(cancellable=True)")
-        guard = self._new_named(_CancellableGuard, _CancellableRecord(name))
-        holds = self._holds
-        holds.append(None)
-        guard._holds = holds
-        if self._slow:
-            self._admit(guard)
-        self._records[guard._record] = None
-        return guard
-
-    def _new_named(self, cls: type[_NamedGuard], record: _Record) -> _NamedGuard:
-        guard = cls()
-        guard._gate = self
-        guard._record = record
-        return guard
-
-    def _unheld_guard(self, name: str | None, cancellable: bool) -> GateGuard:
-        """A guard, and its record if it has one, for a hold not yet counted."""
-        if name is None and not cancellable:
-            guard = _Guard()
-            guard._gate = self
-            return guard
-        record: _Record
+        check_name(name)
         if cancellable:
-            record = _CancellableRecord(name)
-        else:
-            record = _Record()
-            record.name = name
-            record.since = monotonic()
-        return self._new_named(_CancellableGuard if cancellable else _NamedGuard, record)
-
-    def _adopt(self, holds: list[None], name: str | None, cancellable: bool) -> GateGuard:
-        """Make the guard for a hold already counted in ``holds``."""
-        guard = self._unheld_guard(name, cancellable)
-        guard._holds = holds
-        if isinstance(guard, _NamedGuard):
-            self._records[guard._record] = None
+            require_loop("enter(cancellable=True)")
+        guard = new_guard(self, guard_class(name, cancellable), name)
+        self._count(guard)
         return guard
-
-    def _admit(self, guard: GateGuard) -> None:
-        """Keep the hold just counted for ``guard``, or give it back and raise."""
-        error = self._refusal()
-        if error is not None:
-            guard._holds = None
-            self._refuse()
-            raise error
-
-    def _refusal(self) -> Exception | None:
-        if self._closing is not None:
-            return self._closed_error()
-        admission = self._admission
-        if admission is not None and not admission.has_room(len(self._holds)):
-            return anyio.WouldBlock(f"{self._describe()} is at its limit of {admission.limit}")
-        return None
-
-    def _refuse(self) -> None:
-        """Give back the hold of a refused entry."""
-        self._leave()
-        # No lock: an entry may be refused in a signal handler that interrupted
-        # this gate's own locked region. Under the GIL, from Python 3.11, nothing
-        # can run between the read and the write; on 3.10 and on free-threaded
-        # builds, concurrent refusals in threads may be undercounted.
-        self._refused += 1
 
     def try_enter(self, name: str | None = None, *, cancellable: bool = False) -> GateGuard | None:
         """Like :meth:`enter`, but return ``None`` where it would raise
@@ -322,6 +355,7 @@ class Gate:
             return None
 
     def __enter__(self) -> None:
+        # HOT COPY of Gate._count, with no guard.
         holds = self._holds
         holds.append(None)
         if self._slow:
@@ -336,13 +370,17 @@ class Gate:
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        holds = self._holds
+        # HOT COPY of Gate._drop.
         try:
-            holds.pop()
+            self._holds.pop()
+            if self._slow:
+                self._settle()
         except IndexError:
             raise RuntimeError(f"{self!r} was exited more often than entered") from None
-        if self._slow:
-            self._settle()
+        except BaseException:
+            if self._slow:
+                self._settle()
+            raise
 
     async def __aenter__(self) -> None:
         self.__enter__()
@@ -360,15 +398,15 @@ class Gate:
 
         ``guard = await gate.acquire()`` holds until ``guard.release()``;
         ``async with gate.acquire() as guard:`` holds for the block. Waiters are
-        admitted first come, first served; on a gate without a limit there is
-        always room.
+        admitted first come, first served, on every backend: a call takes its
+        hold, or its place in line, before its first checkpoint. On a gate
+        without a limit there is always room.
 
         It is a checkpoint: one cancel point and schedule point when there is
-        room, then the hold is taken without yielding again. With the gate's
-        ``fast_acquire``, a gate with room and nobody in line is entered with no
-        checkpoint at all.
+        room, after the hold is taken. With the gate's ``fast_acquire``, a gate
+        with room and nobody in line is entered with no checkpoint at all.
 
-        Cancellation: a cancelled waiter holds nothing afterwards; one admitted
+        Cancellation: a cancelled call holds nothing afterwards; one admitted
         in the same tick as its cancellation hands its place to the next waiter.
 
         :param name: names the holder, as in :meth:`enter`
@@ -379,58 +417,71 @@ class Gate:
         :raises TypeError: if ``name`` is neither a string nor ``None``
         """
         if name is not None:
-            _check_name(name)
-        # Acquisition(self, name, cancellable), without a call to __init__.
+            check_name(name)
+        # Acquisition(self, name, cls), without a call to __init__.
         acquisition = _Acquisition()
         acquisition._gate = self
         acquisition._name = name
-        acquisition._cancellable = cancellable
+        acquisition._cls = guard_class(name, cancellable)
         acquisition._guard = None
         return acquisition
 
-    async def _acquire(self, name: str | None, cancellable: bool) -> GateGuard:
-        if not self._fast_acquire:
-            await anyio.lowlevel.checkpoint()
+    async def _acquire(self, name: str | None, cls: type[GateGuard]) -> GateGuard:
+        """Take a hold, or a place in line, then checkpoint: first come, first served."""
+        if cls is CancellableGuard:
+            require_loop("acquire(cancellable=True)")
+        guard = new_guard(self, cls, name)
         admission = self._admission
         # Straight to the line when there is no room, so as not to count a refusal.
         if admission is None or admission.has_room(len(self._holds) + 1):
             try:
-                return self.enter(name, cancellable=cancellable)
+                self._count(guard)
             except anyio.WouldBlock:
                 pass
-        return await self._wait_in_line(name, cancellable)
+            else:
+                if not self._fast_acquire:
+                    await _checkpoint_holding(guard)
+                return guard
+        return await self._wait_in_line(guard)
 
-    async def _wait_in_line(self, name: str | None, cancellable: bool) -> GateGuard:
+    async def _wait_in_line(self, guard: GateGuard) -> GateGuard:
         admission = self._admission
         assert admission is not None
         waiter = Waiter()
         holds = self._holds
-        with self._locked:
+        with self._lock:
             error = self._closed_error() if self._closing is not None else None
             if error is None:
-                # Count first, as enter() does, so that no entry from another
+                # Count first, as an entry does, so that no entry from another
                 # thread fits into the room between a look and the count.
                 holds.append(None)
                 if admission.has_room(len(holds)):
-                    waiter.state = ADMITTED
+                    waiter.state = WaiterState.ADMITTED
                 else:
                     admission.join(waiter)
                     holds.pop()
-                    self._dirty = True  # that pop's follow-up, once unlocked
+                    self._lock.owed = True  # that pop's settle, once unlocked
         if error is not None:
             raise error
-        if waiter.state != ADMITTED:
+        if waiter.state is not WaiterState.ADMITTED:
             try:
                 await waiter.wakeup.event.wait()
             except BaseException:
-                with self._locked:
+                with self._lock:
                     admission.leave(waiter)
-                if waiter.state == ADMITTED:
-                    self._leave()  # admitted in the same tick: hand the place on
+                if waiter.admitted():
+                    self._drop()  # admitted in the same tick: hand the place on
                 raise
-            if waiter.state == REFUSED:
+            if waiter.state is WaiterState.REFUSED:
                 raise self._closed_error()
-        return self._adopt(holds, name, cancellable)
+            guard._holds = holds
+            guard._held()
+        else:
+            guard._holds = holds
+            guard._held()
+            if not self._fast_acquire:
+                await _checkpoint_holding(guard)
+        return guard
 
     def check(self) -> None:
         """Raise if the gate is closed, so that long work can stop on its own.
@@ -484,24 +535,9 @@ class Gate:
         :raises TypeError: if ``func`` is not callable, or ``name`` not a string
         """
         if not callable(func):
-            _tasks._check_callable(func, "start_soon")  # type: ignore[unreachable]
-        if cancellable:
-            guard = self.enter(name, cancellable=True)
-            run = _tasks._run_cancellable
-        elif name is None:
-            # Gate.enter(), inlined for an unnamed hold: start_soon sits close
-            # to its target of 1.1x tg.start_soon, and the call costs ~0.5%.
-            guard = _Guard()
-            guard._gate = self
-            holds = self._holds
-            holds.append(None)
-            guard._holds = holds
-            if self._slow:
-                self._admit(guard)
-            run = _tasks._run_holding
-        else:
-            guard = self.enter(name)
-            run = _tasks._run_holding
+            check_callable(func, "start_soon")  # type: ignore[unreachable]
+        guard = self.enter(name, cancellable=cancellable)
+        run = _tasks._run_cancellable if cancellable else _tasks._run_holding
         task_name = name if name is not None else getattr(func, "__qualname__", None)
         try:
             task_group.start_soon(run, guard, func, *args, name=task_name)
@@ -536,7 +572,7 @@ class Gate:
             before it started
         :raises TypeError: if ``func`` is not callable, or ``name`` not a string
         """
-        _tasks._check_callable(func, "start")
+        check_callable(func, "start")
         guard = await self.acquire(name, cancellable=cancellable)
         handoff = _tasks._Handoff(guard)
         task_name = name if name is not None else getattr(func, "__qualname__", None)
@@ -547,35 +583,39 @@ class Gate:
                 guard.release()
             raise
 
-    # -- Children --------------------------------------------------------------
+    # -- Trees -------------------------------------------------------------------
 
-    def _adopt_child(self, child: Gate, settle: bool = True) -> None:
+    def _adopt_child(self, child: Gate) -> None:
         """Hold this gate for ``child``, a gate being created or reopened under it.
 
         Under this gate's lock, so that a close sees either the child, with its
-        hold, or the gate shut. ``settle=False`` leaves the follow-up of releases
-        made meanwhile to the caller, which holds the child's lock.
+        hold, or the gate shut. A reopening child holds its own lock: locks nest
+        from child to parent only.
         """
         name = f"gate {child._name!r}" if child._name is not None else "an unnamed child gate"
-        record = _ChildRecord(name, child.holders)
-        guard = self._new_named(_NamedGuard, record)
-        holds = self._holds
-        _lock_for(self)
-        try:
+        guard = child_guard(self, ChildRecord(name, child.holders))
+        with self._lock:
             error = self._refusal()
             if error is None:
-                holds.append(None)
-                guard._holds = holds
-                child._parent_guard = guard
-                self._records[record] = None
+                self._holds.append(None)
+                guard._holds = self._holds
+                guard._held()
+                child._parent_hold = guard
                 self._children[child] = None
-        finally:
-            self._owner = None
-            self._lock.release()
-            if settle:
-                self._after_unlock()
         if error is not None:
             raise error
+
+    def _descendant_closes(self) -> Sequence[tuple[Gate, Closing]]:
+        """The closes of the descendants still draining, which this gate's close made."""
+        found = []
+        gates = list(self._children.copy())
+        while gates:
+            gate = gates.pop()
+            closing = gate._closing
+            if closing is not None and not closing.drained():
+                found.append((gate, closing))
+            gates += gate._children.copy()
+        return found
 
     # -- Closing -----------------------------------------------------------------
 
@@ -588,6 +628,11 @@ class Gate:
         with the same grace. Guards already held are untouched, and
         :meth:`GateGuard.clone` still works on them, since a clone is part of
         work already admitted. :meth:`close` waits for the drain.
+
+        It may be called from a signal handler (``signal.signal``), at any
+        bytecode: it wakes tasks through their event loop's own thread-safe
+        scheduling, never directly, so no wakeup is lost even when the handler
+        interrupted the loop inside its own scheduling.
 
         The grace belongs to the close, not to a task awaiting it: ``grace``
         seconds after this call, the blocks of cancellable guards are cancelled,
@@ -614,59 +659,62 @@ class Gate:
         :raises TypeError: if ``grace`` is not a number
         :raises ValueError: if ``grace`` is negative or NaN
         """
-        grace = _check_seconds("grace", grace)
+        grace = check_seconds("grace", grace)
         self._shut(grace, None if grace is None else monotonic() + grace)
 
-    def _shut(self, grace: float | None, deadline: float | None) -> Closing | None:
-        """Shut the gate; ``None`` if that had to wait for a locked region to end.
+    def _shut(self, grace: float | None, deadline: float | None) -> None:
+        """Shut this gate and its descendants, without recursion."""
+        soon = in_signal_handler()
+        _walk([self], lambda gate: gate._shut_one(grace, deadline, soon))
+
+    def _shut_one(self, grace: float | None, deadline: float | None, soon: bool) -> list[Gate]:
+        """Shut this gate, or tighten its close; return the children to shut.
+
+        ``soon``: called from a signal handler, so wake tasks only through their
+        loops' thread-safe scheduling, even in this thread.
 
         A signal handler or finalizer may call this inside one of this gate's
         locked regions, in the thread holding the lock: then the shut is done as
         the region is left, before that thread runs anything else.
         """
-        if self._owner == get_ident():
-            self._pending_shuts.append((grace, deadline))
-            self._dirty = True
-            return None
+        lock = self._lock
+        if lock.held_here():
+            lock.defer(lambda: self._shut(grace, deadline))
+            return []
         refused: list[Waiter] = []
-        opening_waiters: list[Wakeup] = []
-        children: tuple[Gate, ...] = ()
-        records: tuple[_Record, ...] = ()
-        drained: list[Wakeup] | None = None
-        with self._locked:
+        wakeups: list[Wakeup] = []
+        records: tuple[Record, ...] = ()
+        with lock:
             closing = self._closing
-            shut_now = closing is None
             if closing is None:
-                closing = Closing()
+                closing = Closing(self._parent_hold)
+                self._parent_hold = None
                 self._closing = closing
                 # After _closing: an entry that sees the flag must see the close.
                 self._slow = True
                 if self._admission is not None:
                     refused = self._admission.refuse_all()
                     self._refused += len(refused)
-                opening_waiters, self._closing_waiters = self._closing_waiters, []
+                wakeups, self._closing_waiters = self._closing_waiters, []
             tightened = closing.tighten(self._describe(), grace, deadline)
-            if shut_now or tightened:
-                children = tuple(self._children.copy())
             if tightened:
                 records = tuple(self._records.copy())
                 # Tasks watching the blocks wake for the new deadline.
-                opening_waiters += closing.watchers
-            if not _count_after_store(self._holds) and not closing.drained():
-                drained = self._drain(closing)
+                wakeups += closing.watchers
+            children = list(self._children.copy())
+            empty = not _count_after_store(self._holds) and not closing.drained()
         if tightened:
+            closing.note_loop()
             # Before the wakeups: a task awaiting the drain then finds the blocks
             # that the deadline cancelled already cancelled, from any thread.
-            closing.escalate(records)
+            closing.give_deadline_everywhere(records, soon)
         for waiter in refused:
-            waiter.wakeup.wake()
-        for wakeup in opening_waiters:
-            wakeup.wake()
-        for child in children:
-            child._shut(grace, deadline)
-        if drained is not None:
-            self._drained(drained, soon=False)
-        return closing
+            waiter.wakeup.wake(soon)
+        for wakeup in wakeups:
+            wakeup.wake(soon)
+        if empty:
+            self._settle(soon)
+        return children
 
     def close(self, *, grace: float | None = None) -> Coroutine[Any, Any, None]:
         """Shut the gate now, as :meth:`close_nowait`; the awaitable returned
@@ -707,9 +755,9 @@ class Gate:
         :raises RuntimeError: when awaited inside the block of a cancellable
             guard on this gate
         """
-        grace = _check_seconds("grace", grace)
-        closing = self._shut(grace, None if grace is None else monotonic() + grace)
-        return self._wait_drained(closing)
+        grace = check_seconds("grace", grace)
+        self._shut(grace, None if grace is None else monotonic() + grace)
+        return self._wait_drained(self._closing)
 
     async def _wait_drained(self, closing: Closing | None) -> None:
         if closing is None:
@@ -720,80 +768,17 @@ class Gate:
             await anyio.lowlevel.checkpoint()
             return
         self._check_not_held_by_closer()
-        # This task watches the close of this gate and those of its descendants,
-        # which it closed: it cancels their blocks in this event loop at their
-        # deadlines itself, with their close's reason (Closing.escalate_here).
-        watched = [(self, closing), *self._descendant_closes()]
-        waiter = _watch(watched)
-        waited = False
-        # The times to wake at (the warning's, the deadlines), each put on this
-        # loop's clock once, as the blocks' cancel scopes have the deadlines:
-        # so a mock clock moves them all alike, and the wait never spins.
-        on_loop: dict[float, float] = {}
-        expired: set[Closing] = set()
-        try:
-            while not closing.drained():
-                now, loop_now = monotonic(), anyio.current_time()
-                warn_at = closing.warn_at(self._warn_after)
-                wake = math.inf
-                if warn_at is not None:
-                    wake = on_loop.setdefault(warn_at, loop_now + warn_at - now)
-                    if wake <= loop_now:
-                        self._warn(closing)
-                        continue
-                for gate, watched_closing in watched:
-                    deadline = watched_closing.deadline
-                    if deadline is None or watched_closing in expired:
-                        continue
-                    at = on_loop.setdefault(deadline, loop_now + deadline - now)
-                    if at <= loop_now:
-                        expired.add(watched_closing)
-                        watched_closing.expire_local(tuple(gate._records.copy()))
-                    else:
-                        wake = min(wake, at)
-                with anyio.move_on_after(wake - loop_now):
-                    await waiter.event.wait()
-                waited = True
-                if waiter.event.is_set() and not closing.drained():
-                    # Woken by a deadline moved: wait on, from the loop's top.
-                    waiter.rearm()
-                    # A deadline moved into the past cancelled blocks as it woke
-                    # this task: let them end first, so that whether they are
-                    # still held when this task looks does not depend on the
-                    # order the loop runs its tasks in.
-                    await anyio.lowlevel.checkpoint()
-        finally:
-            _unwatch(watched, waiter)
-        with self._locked:
-            log = closing.warned_at is not None and not closing.completion_logged
-            closing.completion_logged = True
-        took = closing.duration()
-        if log and took is not None:
-            _diagnostics._log_close_completed(self._name, took)
-        if not waited:
-            await anyio.lowlevel.checkpoint()  # every call is a checkpoint
-
-    def _descendant_closes(self) -> list[tuple[Gate, Closing]]:
-        """The open descendants' closes, which this gate's close made."""
-        found = []
-        gates = list(self._children.copy())
-        while gates:
-            gate = gates.pop()
-            closing = gate._closing
-            if closing is not None and not closing.drained():
-                found.append((gate, closing))
-            gates += gate._children.copy()
-        return found
+        await wait_drained(self, closing)
 
     def _warn(self, closing: Closing) -> None:
-        with self._locked:
+        with self._lock:
             first = closing.warned_at is None
             if first:
                 closing.warned_at = monotonic()
         if not first:
             return
         task = anyio.get_current_task()
-        _diagnostics._warn_slow_close(
+        warn_slow_close(
             self._name,
             monotonic() - closing.started,
             self.count,
@@ -809,7 +794,7 @@ class Gate:
             return
         task = anyio.get_current_task().id
         for record in tuple(self._records.copy()):
-            if isinstance(record, _CancellableRecord) and record.task == task:
+            if isinstance(record, CancellableRecord) and record.task == task:
                 holder = "an unnamed guard" if record.name is None else repr(record.name)
                 raise RuntimeError(
                     f"close() of {self._describe()} awaited inside the block of "
@@ -840,7 +825,7 @@ class Gate:
         """
         if self._closing is None:
             waiter = Wakeup()
-            with self._locked:
+            with self._lock:
                 waiting = self._closing is None
                 if waiting:
                     self._closing_waiters.append(waiter)
@@ -848,7 +833,7 @@ class Gate:
                 try:
                     await waiter.event.wait()
                 finally:
-                    with self._locked:
+                    with self._lock:
                         if waiter in self._closing_waiters:
                             self._closing_waiters.remove(waiter)
                 return
@@ -860,129 +845,38 @@ class Gate:
         It succeeds on every closed gate whose close has drained, whatever other
         threads are doing (entries being refused count themselves for a moment,
         which does not matter here). Nothing of the last close is left: its
-        grace, warning and waiters belong to it alone, and an awaitable from
-        :meth:`close` of that close returns at once. A child gate holds its
-        parent again, so reopening it under a closed parent raises.
+        grace, warning, waiters and hold on the parent belong to it alone, and
+        an awaitable from :meth:`close` of that close returns at once. A child
+        gate holds its parent again, so reopening it under a closed parent raises.
 
         :raises RuntimeError: if the gate is not closed, or its close has not
             drained (it is still held)
         :raises GateClosed: if the gate has a parent that is closed; the gate
             stays closed
         """
-        with self._locked:
+        with self._lock:
             closing = self._closing
-            error = None
-            drained = None
             if closing is None:
-                error = RuntimeError(f"cannot reopen {self!r}: it is not closed")
-            elif not closing.drained():
-                if self._holds:
-                    error = RuntimeError(f"cannot reopen {self!r}: it is still held")
-                else:
-                    # Nothing holds it: this call is the one to see the drain.
-                    drained = self._drain(closing)
-        if error is not None:
-            raise error
-        if drained is not None:
-            self._drained(drained, soon=False)
+                raise RuntimeError(f"cannot reopen {self!r}: it is not closed")
+            if not closing.drained() and self._holds:
+                raise RuntimeError(f"cannot reopen {self!r}: it is still held")
+        # Nothing holds it: make sure the drain is seen, and its waiters woken
+        # and its parent's hold dropped, before a new close can begin.
+        self._settle()
         parent = self._parent
-        _lock_for(self)
-        try:
+        with self._lock:
             if self._closing is not closing:
                 raise RuntimeError(f"cannot reopen {self!r}: another call reopened it")
+            if not closing.drained():
+                raise RuntimeError(f"cannot reopen {self!r}: it is still held")
             if parent is not None:
-                # Nested locks go from child to parent only.
-                parent._adopt_child(self, settle=False)
+                parent._adopt_child(self)
             self._closing = None
             self._slow = self._admission is not None
-        finally:
-            self._owner = None
-            self._lock.release()
-            self._after_unlock()
-            if parent is not None:
-                parent._after_unlock()
         # A parent that closed meanwhile found this gate still closed; close it now.
         parent_closing = None if parent is None else parent._closing
         if parent_closing is not None:
             self._shut(parent_closing.grace, parent_closing.deadline)
-
-    # -- Releasing ---------------------------------------------------------------
-
-    def _after_unlock(self) -> None:
-        """What every holder of the lock does after letting it go."""
-        if self._pending_shuts:
-            self._shut_pending()
-        if self._dirty:
-            self._settle()
-
-    def _leave(self) -> None:
-        self._holds.pop()
-        if self._slow:
-            self._settle()
-
-    def _settle(self, soon: bool = False) -> None:
-        """Act on a release of a slow gate: drain a close, or admit waiters.
-
-        Never blocks: a release can run from a finalizer at any allocation,
-        even inside this gate's own locked regions. So a release that cannot
-        take the lock leaves ``_dirty`` for the lock's holder, which settles
-        again after letting go. Wakeups are done with the lock released.
-        """
-        admission = self._admission
-        if self._closing is None and admission is not None and not admission.line:
-            # Open, and nobody in line: nothing to do. A waiter joins the line,
-            # then settles itself, so one of the two sees the other.
-            return
-        self._dirty = True
-        me = get_ident()
-        lock = self._lock
-        while self._dirty:
-            if self._owner == me or not _take(lock, blocking=False):
-                return  # the holder settles on its way out
-            self._owner = me
-            try:
-                self._dirty = False
-                drained = admitted = None
-                closing = self._closing
-                holds = self._holds
-                if closing is not None:
-                    if not holds and not closing.drained():
-                        drained = self._drain(closing)
-                elif self._admission is not None and self._admission.line:
-                    admitted = self._admission.admit(holds)
-            finally:
-                self._owner = None
-                lock.release()
-            if drained is not None:
-                self._drained(drained, soon)
-            if admitted:
-                for waiter in admitted:
-                    waiter.wakeup.wake(soon)
-            self._shut_pending()
-
-    def _shut_pending(self) -> None:
-        """Carry out the shuts requested inside a locked region, now it is left."""
-        pending = self._pending_shuts
-        while pending:
-            grace, deadline = pending.pop(0)
-            self._shut(grace, deadline)
-
-    def _drain(self, closing: Closing) -> list[Wakeup]:
-        """Under the lock: mark ``closing`` drained."""
-        waiters = closing.drain()
-        self._last_close = closing.duration()
-        return waiters
-
-    def _drained(self, waiters: list[Wakeup], soon: bool) -> None:
-        """After the lock: wake the waiters of a drained close; a child lets go."""
-        for waiter in waiters:
-            waiter.wake(soon)
-        parent_guard = self._parent_guard
-        if parent_guard is not None:
-            self._parent_guard = None
-            parent = parent_guard._gate
-            parent._children.pop(self, None)
-            parent_guard._release(soon)
 
     # -- Diagnostics -------------------------------------------------------------
 
@@ -991,112 +885,89 @@ class Gate:
 
         A child gate is listed as ``"gate 'its name'"``.
         """
-        return _diagnostics._holders(tuple(self._records.copy()))
+        return holders_of(tuple(self._records.copy()))
 
     def statistics(self) -> GateStatistics:
-        """A snapshot of the gate, for metrics and debugging.
+        """One consistent snapshot of the gate, for metrics and debugging.
 
         Taking one costs the hot paths nothing: the counters it reads are
-        kept on the slow paths only.
+        kept on the slow paths only. Its ``count`` is never below the number of
+        ``holders`` it lists: the holders are read, then the count, then those
+        released meanwhile are left out.
         """
+        records = self._records
+        listed = tuple(records.copy())
+        count = len(self._holds)
+        still = records.copy()
         admission = self._admission
         return GateStatistics(
-            count=len(self._holds),
+            count=count,
             closed=self._closing is not None,
             limit=None if admission is None else admission.limit,
             tasks_waiting=0 if admission is None else len(admission.line),
-            holders=tuple(self.holders()),
+            holders=tuple(holders_of(r for r in listed if r in still)),
             children=len(self._children),
             refused=self._refused,
             last_close_duration=self._last_close,
         )
 
-    def _log_late_release(self, record: _Record) -> None:
+    def _forget(self, record: Record) -> None:
+        """A named holder is releasing: forget it, and log a late release."""
+        self._records.pop(record, None)
         closing = self._closing
         if closing is not None and closing.warned_at is not None and record.name is not None:
-            _diagnostics._log_late_release(self._name, record, closing.started)
+            log_late_release(self._name, record, closing.started)
 
     def _describe(self) -> str:
-        return _diagnostics._describe(self._name)
+        return describe(self._name)
 
     def _closed_error(self) -> GateClosed:
         return GateClosed(f"{self._describe()} is closed")
-
-
-@final
-class _Locked:
-    """The gate's lock as a context manager that keeps the ``_dirty`` promise.
-
-    A release that found the lock taken left its follow-up to the lock's
-    holder: every holder settles after letting go, so none is ever lost.
-    """
-
-    __slots__ = ("_gate",)
-
-    def __init__(self, gate: Gate) -> None:
-        self._gate = gate
-
-    def __enter__(self) -> None:
-        _lock_for(self._gate)
-
-    def __exit__(self, *exc_info: object) -> None:
-        gate = self._gate
-        gate._owner = None
-        gate._lock.release()
-        gate._after_unlock()
 
 
 # Not @final at runtime only for its private subclass; the stubs forbid subclassing.
 class Acquisition:
     """What :meth:`Gate.acquire` returns: await it, or use it with ``async with``."""
 
-    __slots__ = ("_cancellable", "_gate", "_guard", "_name")
+    __slots__ = ("_cls", "_gate", "_guard", "_name")
 
     def __init__(self, gate: Gate, name: str | None, cancellable: bool) -> None:
         self._gate = gate
         self._name = name
-        self._cancellable = cancellable
+        self._cls = guard_class(name, cancellable)
         self._guard: GateGuard | None = None
 
+    def __repr__(self) -> str:
+        name = "" if self._name is None else f" {self._name!r}"
+        return f"<Acquisition{name} of {self._gate!r}>"
+
     def __await__(self) -> Generator[Any, None, GateGuard]:
-        return self._gate._acquire(self._name, self._cancellable).__await__()
+        return self._gate._acquire(self._name, self._cls).__await__()
 
     async def __aenter__(self) -> GateGuard:
-        # Gate._acquire(), inlined: this is the hot path of `async with acquire()`.
         gate = self._gate
-        if not gate._fast_acquire:
-            await anyio.lowlevel.checkpoint()
-        admission = gate._admission
-        guard: GateGuard | None = None
-        if self._name is None and not self._cancellable:
-            # Gate.enter(), inlined for an unnamed hold, counting first.
+        if self._cls is UnnamedGuard:
+            # HOT COPY of Gate._acquire's counted path, for an unnamed guard.
             holds = gate._holds
-            guard = _Guard()
+            guard: GateGuard = UnnamedGuard()
             guard._gate = gate
             holds.append(None)
             guard._holds = holds
-            # Admission.has_room(), inlined.
+            admission = gate._admission
             if not gate._slow or (
                 gate._closing is None
                 and (admission is None or (len(holds) <= admission.limit and not admission.line))
             ):
+                if not gate._fast_acquire:
+                    await _checkpoint_holding(guard)
                 self._guard = guard
                 return guard
+            # Closed, or no room: give the count back, and take the slow path.
             guard._holds = None
-            if gate._closing is not None:
-                gate._refuse()
-                raise gate._closed_error()
-            gate._leave()  # no room: not a refusal, a wait in line
-            guard = None
-        elif admission is None or admission.has_room(len(gate._holds) + 1):
-            try:
-                guard = gate.enter(self._name, cancellable=self._cancellable)
-            except anyio.WouldBlock:
-                guard = None
-        if guard is None:
-            guard = await gate._wait_in_line(self._name, self._cancellable)
+            gate._drop()
+        guard = await gate._acquire(self._name, self._cls)
         self._guard = guard
-        return guard.__enter__() if self._cancellable else guard
+        return guard.__enter__()
 
     async def __aexit__(
         self,
@@ -1108,24 +979,12 @@ class Acquisition:
         if guard is None:
             return None
         self._guard = None
-        if guard.__class__ is _Guard:
-            # GateGuard.release(), inlined, with the first test of Gate._settle().
-            holds = guard._holds
-            if holds is not None:
-                guard._holds = None
-                holds.pop()
-                gate = guard._gate
-                if gate._slow:
-                    admission = gate._admission
-                    if gate._closing is not None or admission is None or admission.line:
-                        gate._settle()
-            return None
         return guard.__exit__(exc_type, exc_val, exc_tb)
 
 
 @final
 class _Acquisition(Acquisition):
-    """An :class:`Acquisition` built the cheapest way, as :class:`_Guard` is."""
+    """An :class:`Acquisition` built the cheapest way, as guards are."""
 
     __slots__ = ()
     if TYPE_CHECKING:
@@ -1136,353 +995,30 @@ class _Acquisition(Acquisition):
         __init__ = object.__init__
 
 
-# Not @final at runtime only for its private subclasses; the stubs forbid subclassing.
-class GateGuard:
-    """One hold on a :class:`Gate`, from :meth:`Gate.enter` until :meth:`release`.
-
-    The gate cannot finish closing while the guard is held. Use the guard as a
-    (sync or async) context manager to release it when a block ends; exceptions
-    from the block propagate unchanged. A guard entered with ``cancellable=True``
-    is the exception: when a close's grace runs out and cancels its block, the
-    block ends quietly, as with :func:`anyio.move_on_after`. Its block must end
-    in the task that began it: leaving it in another task (an async generator
-    suspended inside it, a response body sent by the server's task) raises
-    :exc:`RuntimeError`, with the hold released.
-
-    A guard that is garbage-collected while still held is released then, and a
-    :exc:`ResourceWarning` names the gate and the holder: a leaked guard delays
-    a close only until the guard is collected.
-
-    A guard cannot be copied or pickled (:exc:`TypeError`): its hold is its
-    own. To hand a hold on, :meth:`clone` it.
-
-    Thread safety: a guard may be released or cloned from any thread.
-    """
-
-    # Two slots only: an unnamed guard is the hot path. Named and cancellable
-    # guards are private subclasses that also keep a record.
-    __slots__ = ("_gate", "_holds")
-
-    _gate: Gate
-    # The gate's hold list while held, None once released.
-    _holds: list[None] | None
-
-    def __init__(self) -> None:
-        # Guards are built by calling a private subclass that has object's
-        # __init__: the cheapest way to build an object, cheaper than
-        # object.__new__(cls), which goes through a generic wrapper.
-        raise TypeError("guards are made by Gate.enter() and GateGuard.clone()")
-
-    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
-        # A copy would share this guard's one hold, and a pickle cannot carry it.
-        raise TypeError(
-            "guards are made by Gate.enter() and GateGuard.clone(), not copied or "
-            "pickled: clone() the guard to hand a hold on"
-        )
-
-    def __repr__(self) -> str:
-        state = "released" if self._holds is None else "held"
-        name = "" if self.name is None else f" {self.name!r}"
-        return f"<GateGuard{name} {state} on {self._gate!r}>"
-
-    @property
-    def gate(self) -> Gate:
-        """The gate this guard holds."""
-        return self._gate
-
-    @property
-    def name(self) -> str | None:
-        """The holder's name given to :meth:`Gate.enter` or :meth:`clone`, or ``None``."""
-        return None
-
-    @property
-    def released(self) -> bool:
-        """``True`` once :meth:`release` has been called."""
-        return self._holds is None
-
-    @property
-    def cancelled_caught(self) -> bool:
-        """``True`` if a close's grace ran out and cancelled this guard's block."""
-        return False
-
-    def release(self) -> None:
-        """Let go of the gate. Calling it again does nothing.
-
-        If this was the last hold on a closed gate, the tasks waiting for the
-        drain are woken.
-        """
-        holds = self._holds
-        if holds is None:
-            return
-        self._holds = None
-        holds.pop()
-        gate = self._gate
-        if gate._slow:
-            gate._settle()
-
-    def _release(self, soon: bool) -> None:
-        """:meth:`release`; ``soon`` when called from a finalizer."""
-        holds = self._holds
-        if holds is None:
-            return
-        self._holds = None
-        holds.pop()
-        gate = self._gate
-        if gate._slow:
-            gate._settle(soon)
-
-    def clone(self, name: str | None = None, *, cancellable: bool = False) -> GateGuard:
-        """Return a new guard on the same gate, to hand to work this holder started.
-
-        Succeeds even on a closed or full gate, since the clone's work is part of
-        work already admitted; a close waits for the clone too.
-
-        :param name: names the new holder
-        :param cancellable: as for :meth:`Gate.enter`
-        :raises RuntimeError: if this guard has been released
-        :raises TypeError: if ``name`` is neither a string nor ``None``
-        :raises anyio.NoEventLoopError: if ``cancellable`` is true and no event
-            loop runs in this thread
-        """
-        _check_name(name)
-        if cancellable:
-            _require_loop("clone(cancellable=True)")
-        holds = self._holds
-        if holds is None:
-            raise RuntimeError(f"cannot clone {self!r}: it has been released")
-        gate = self._gate
-        # Built before the count is taken, as in Gate.enter(), so that a
-        # KeyboardInterrupt can leak a hold only as the counting call returns.
-        clone = gate._unheld_guard(name, cancellable)
-        holds.append(None)
-        clone._holds = holds
-        # Released by another thread meanwhile: the count may have reached zero
-        # and a close may have drained, so the clone must not be admitted.
-        if self._holds is None:
-            clone._holds = None
-            gate._leave()
-            raise RuntimeError(f"cannot clone {self!r}: it has been released")
-        if isinstance(clone, _NamedGuard):
-            gate._records[clone._record] = None
-        return clone
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> bool | None:
-        # release(), inlined: this is the hot path of `with gate.enter():`.
-        holds = self._holds
-        if holds is not None:
-            self._holds = None
-            holds.pop()
-            gate = self._gate
-            if gate._slow:
-                gate._settle()
-        return None
-
-    async def __aenter__(self) -> Self:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> bool | None:
-        return self.__exit__(exc_type, exc_val, exc_tb)
-
-    def __del__(self) -> None:
-        # Runs for every guard, so it must be cheap. A guard built for an entry
-        # that was refused, or interrupted before it was counted, never got its
-        # hold list.
-        try:
-            if self._holds is None:
-                return
-        except AttributeError:
-            return
-        message = f"{self!r} was garbage-collected without being released"
-        # A finalizer may run inside the event loop's own machinery: wake
-        # nothing directly, only queue the wakeups.
-        self._release(soon=True)
-        warnings.warn(message, ResourceWarning, stacklevel=1, source=self)
-
-
-@final
-class _Guard(GateGuard):
-    """An unnamed guard, as :meth:`Gate.enter` builds it."""
-
-    __slots__ = ()
-    if not TYPE_CHECKING:
-        __init__ = object.__init__
-
-
-class _NamedGuard(GateGuard):
-    """A guard with a holder record: named, cancellable, or a child gate's."""
-
-    __slots__ = ("_record",)
-    if not TYPE_CHECKING:
-        __init__ = object.__init__
-
-    _record: _Record
-
-    @property
-    def name(self) -> str | None:
-        return self._record.name
-
-    def release(self) -> None:
-        self._release(False)
-
-    def _release(self, soon: bool) -> None:
-        holds = self._holds
-        if holds is None:
-            return
-        self._holds = None
-        gate = self._gate
-        # Forget the record before the count drops, so that holders() never
-        # lists a holder after the close it held up has drained.
-        gate._records.pop(self._record, None)
-        if gate._closing is not None:
-            gate._log_late_release(self._record)
-        holds.pop()
-        if gate._slow:
-            gate._settle(soon)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> bool | None:
-        self._release(False)
-        return None
-
-
-class _CancellableGuard(_NamedGuard):
-    """A guard from ``enter(cancellable=True)``: a close's grace can cancel its block.
-
-    A subclass, so that plain guards pay nothing for the cancel scope.
-    """
-
-    __slots__ = ()
-
-    def _cancellable_record(self) -> _CancellableRecord:
-        return cast(_CancellableRecord, self._record)
-
-    @property
-    def cancelled_caught(self) -> bool:
-        return self._cancellable_record().cancelled_caught
-
-    def __enter__(self) -> Self:
-        record = self._cancellable_record()
-        if record.scope is not None:
-            raise RuntimeError(f"{self!r} is already in use as a context manager")
-        if self._holds is None:
-            raise RuntimeError(f"{self!r} has been released")
-        try:
-            loop = LoopRef()
-        except anyio.NoEventLoopError as exc:
-            self.release()
-            raise anyio.NoEventLoopError(
-                "a cancellable guard must be used in a thread running an event loop"
-            ) from exc
-        task = anyio.get_current_task().id
-        scope = anyio.CancelScope()
-        scope.__enter__()
-        record.loop = loop
-        record.task = task
-        # Set the scope, then look at the close: a close sets its deadline, then
-        # looks at the scopes, so one of the two always sees the other.
-        record.scope = scope
-        closing = self._gate._closing
-        if closing is not None and closing.deadline is not None:
-            closing.escalate_here(record, scope)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> bool:
-        record = self._cancellable_record()
-        scope = record.scope
-        if scope is None:
-            self.release()
-            return False
-        if anyio.get_current_task().id != record.task:
-            # Exiting the scope here would corrupt both tasks' cancel scopes.
-            record.scope = None
-            self.release()
-            raise RuntimeError(
-                f"the block of {self!r} was left in another task than the one that "
-                "entered it, as when an async generator or a response body holds a "
-                "cancellable guard across a yield; enter it where the whole block "
-                "runs in one task, or hold a plain guard there"
-            )
-        record.scope = None
-        record.task = None
-        try:
-            caught = bool(scope.__exit__(exc_type, exc_val, exc_tb))
-        finally:
-            self.release()
-        record.cancelled_caught = scope.cancelled_caught
-        return caught
-
-
-def _watch(watched: list[tuple[Gate, Closing]]) -> Wakeup:
-    """Await the drain of the first close in ``watched``, and watch them all.
-
-    Watching a close, this task cancels its blocks in this event loop at the
-    deadline, so they are held back for it, and wakes when the deadline moves.
-    """
-    waiter = Wakeup()
-    for i, (gate, closing) in enumerate(watched):
-        with gate._locked:
-            if not closing.drained():
-                closing.watchers.append(waiter)
-                if not i:
-                    closing.waiters.append(waiter)
-        closing.escalate_local(tuple(gate._records.copy()))
-    return waiter
-
-
-def _unwatch(watched: list[tuple[Gate, Closing]], waiter: Wakeup) -> None:
-    """Stop awaiting and watching, and give each block in this event loop its
-    scope's deadline back, unless another task here still watches."""
-    for gate, closing in watched:
-        with gate._locked:
-            for registered in (closing.waiters, closing.watchers):
-                if waiter in registered:
-                    registered.remove(waiter)
-        closing.escalate_local(tuple(gate._records.copy()))
-
-
-def _take(lock: RLock, blocking: bool = True) -> bool:
-    """``lock.acquire()``, undone if a KeyboardInterrupt lands as it returns."""
+async def _checkpoint_holding(guard: GateGuard) -> None:
+    """The checkpoint after a hold is taken; cancelled there, the hold is released."""
     try:
-        return lock.acquire(blocking)
+        await anyio.lowlevel.checkpoint()
     except BaseException:
-        if lock._is_owned():  # type: ignore[attr-defined]
-            lock.release()
+        guard.release()
         raise
 
 
-def _lock_for(gate: Gate) -> None:
-    """Take ``gate``'s lock for this thread, which must not hold it already."""
-    me = get_ident()
-    if gate._owner == me:
-        raise RuntimeError(
-            f"{gate!r} was used from a signal handler or finalizer that interrupted "
-            "the gate's own locked region; only entering, releasing, cloning and "
-            "close_nowait() are allowed there"
-        )
-    _take(gate._lock)
-    gate._owner = me
+def _walk(todo: list[Gate], step: Callable[[Gate], list[Gate]]) -> None:
+    """Apply ``step`` to the gates in ``todo`` and to those each step returns:
+    a walk down or up a tree of any depth, without recursion.
+
+    A step is idempotent, and the gate it works on leaves ``todo`` in the same
+    store that puts the gates it returned there. So an interrupt at any call
+    (a KeyboardInterrupt) loses nothing: the walk finishes, then it goes on.
+    """
+    try:
+        while todo:
+            todo[-1:] = step(todo[-1])
+    except BaseException:
+        while todo:
+            todo[-1:] = step(todo[-1])
+        raise
 
 
 if sysconfig.get_config_var("Py_GIL_DISABLED"):
@@ -1504,36 +1040,3 @@ else:
 
     def _count_after_store(holds: list[None]) -> int:
         return len(holds)
-
-
-def _require_loop(what: str) -> None:
-    try:
-        anyio.lowlevel.current_token()
-    except anyio.NoEventLoopError as exc:
-        raise anyio.NoEventLoopError(f"{what} needs an event loop in the calling thread") from exc
-
-
-def _check_name(name: object) -> None:
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"name must be a str or None, not {type(name).__name__}")
-
-
-def _check_limit(limit: object) -> None:
-    if limit is None:
-        return
-    if not isinstance(limit, int) or isinstance(limit, bool):
-        raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, not {limit}")
-
-
-def _check_seconds(argument: str, seconds: object) -> float | None:
-    if seconds is None:
-        return None
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
-        raise TypeError(
-            f"{argument} must be a number of seconds or None, not {type(seconds).__name__}"
-        )
-    if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"{argument} must be a number of seconds >= 0, not {seconds}")
-    return float(seconds)

@@ -11,9 +11,11 @@ from anyio.abc import TaskStatus
 from typing_extensions import ParamSpec, TypeVarTuple, Unpack
 
 from ._exceptions import GateClosed
+from ._util import check_callable
 
 if TYPE_CHECKING:
-    from ._gate import Gate, GateGuard
+    from ._gate import Gate
+    from ._guards import GateGuard
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -68,7 +70,7 @@ def gated(
 
     :raises TypeError: if ``method`` is not callable
     """
-    _check_callable(method, "gated")
+    check_callable(method, "gated")
 
     @wraps(method)
     async def call(self: _G, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -82,7 +84,7 @@ def _guard_calls(
     gate: Gate, func: Callable[_P, Awaitable[_T]]
 ) -> Callable[_P, Coroutine[Any, Any, _T]]:
     """What :meth:`Gate.guarded` returns."""
-    _check_callable(func, "guarded")
+    check_callable(func, "guarded")
 
     @wraps(func)
     async def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -154,8 +156,3 @@ async def _run_started(
         raise GateClosed(
             f"{guard.gate!r} closed and cancelled the task before it called task_status.started()"
         )
-
-
-def _check_callable(func: object, method: str) -> None:
-    if not callable(func):
-        raise TypeError(f"{method}() needs a callable, not {type(func).__name__}")

@@ -3,7 +3,7 @@ from typing import Any, Concatenate, Protocol, TypeVar
 
 from typing_extensions import ParamSpec
 
-from ._gate import Gate
+from . import Gate
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")

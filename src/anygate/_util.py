@@ -1,0 +1,55 @@
+"""Checks of the arguments users pass, and of the calling thread's event loop."""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+import anyio.lowlevel
+
+
+def require_loop(what: str) -> anyio.lowlevel.EventLoopToken:
+    """The token of the event loop running in this thread.
+
+    :raises anyio.NoEventLoopError: naming ``what``, if no event loop runs here.
+        A thread that inherited anyio's context variables from a thread running
+        a loop (as threads do on free-threaded 3.14, or with
+        ``PYTHON_THREAD_INHERIT_CONTEXT=1``) makes anyio believe a loop runs,
+        and the backend then raises a bare :exc:`RuntimeError`: that too means
+        no loop runs in this thread.
+    """
+    try:
+        return anyio.lowlevel.current_token()
+    except RuntimeError as exc:  # NoEventLoopError is a RuntimeError
+        raise anyio.NoEventLoopError(f"{what} needs an event loop in the calling thread") from exc
+
+
+def check_name(name: object) -> None:
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+
+
+def check_limit(limit: object) -> None:
+    if limit is None:
+        return
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, not {limit}")
+
+
+def check_seconds(argument: str, seconds: object) -> float | None:
+    if seconds is None:
+        return None
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        raise TypeError(
+            f"{argument} must be a number of seconds or None, not {type(seconds).__name__}"
+        )
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"{argument} must be a number of seconds >= 0, not {seconds}")
+    return float(seconds)
+
+
+def check_callable(func: object, method: str) -> None:
+    if not callable(func):
+        raise TypeError(f"{method}() needs a callable, not {type(func).__name__}")

@@ -1,4 +1,0 @@
-from anyio import ClosedResourceError
-
-class GateClosed(ClosedResourceError):
-    """Raised when trying to enter a gate that is closed."""
