@@ -46,17 +46,15 @@ for _name in anygate.__all__:
     if hasattr(_obj, "__module__") and not isinstance(_obj, str):
         _obj.__module__ = "anygate"
 
-# The reference is generated from the docstrings, their single source.
-# Alphabetical: the source order is not available once the names are moved
-# to the package, and a reference is looked things up in.
+# The reference is generated from the docstrings, their single source. It is
+# grouped by topic: reference.rst names each member in its section. Within the
+# few classes documented with :members:, alphabetical: the source order is not
+# available once the names are moved to the package.
 autodoc_member_order = "alphabetical"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
 # Names that the signatures show but that are not part of the public API.
 nitpick_ignore = [
-    # What acquire() returns: awaited for a guard, or used as an async context manager.
-    ("py:class", "anygate._gate.Acquisition"),
-    ("py:class", "Acquisition"),
     # Type variables of the decorators' and start_soon()'s signatures.
     ("py:class", "anygate._gate._T"),
     ("py:class", "anygate._gate._P"),
