@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pkgutil
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.ext import intersphinx
+from sphinx.pycode import ModuleAnalyzer
 
 import anygate
 
@@ -46,11 +48,37 @@ for _name in anygate.__all__:
     if hasattr(_obj, "__module__") and not isinstance(_obj, str):
         _obj.__module__ = "anygate"
 
+
+def analyze_public_names() -> None:
+    """Let autodoc find the ``#:`` comments and the source order of the public names.
+
+    autodoc reads attribute comments (``Holder``'s and ``GateStatistics``'
+    fields) and the source order of members from the module that ``__module__``
+    names, which is now ``anygate``: the package's ``__init__.py``, which only
+    imports them. Its analyzer, which autodoc caches, is given what the private
+    modules' analyzers found under the public names.
+    """
+    package = ModuleAnalyzer.for_module("anygate")
+    package.analyze()
+    public = set(anygate.__all__)
+    for module in pkgutil.iter_modules(anygate.__path__, "anygate."):
+        analyzer = ModuleAnalyzer.for_module(module.name)
+        analyzer.analyze()
+        for key, comment in analyzer.attr_docs.items():
+            if key[0] in public:
+                package.attr_docs[key] = comment
+        for qualname, order in analyzer.tagorder.items():
+            if qualname.split(".")[0] in public:
+                package.tagorder[qualname] = order
+
+
+analyze_public_names()
+
 # The reference is generated from the docstrings, their single source. It is
-# grouped by topic: reference.rst names each member in its section. Within the
-# few classes documented with :members:, alphabetical: the source order is not
-# available once the names are moved to the package.
-autodoc_member_order = "alphabetical"
+# grouped by topic: reference.rst names each member in its section. The few
+# classes documented with :members: list them in source order (which
+# analyze_public_names() makes available): GateStatistics as its repr does.
+autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
 # Names that the signatures show but that are not part of the public API.
