@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pkgutil
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,12 @@ from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.ext import intersphinx
 from sphinx.pycode import ModuleAnalyzer
+from sphinx.util import logging
 
 import anygate
 
 HERE = Path(__file__).parent
+logger = logging.getLogger(__name__)
 
 project = "anygate"
 author = "anygate's authors"
@@ -129,5 +132,34 @@ def resolve_annotation(
     return intersphinx.missing_reference(app, env, node, contnode)
 
 
+def public_names() -> set[str]:
+    """Every name the reference must document: the exports and their public members."""
+    names = set()
+    for name in anygate.__all__:
+        if name.startswith("__"):
+            continue  # __version__
+        names.add(f"anygate.{name}")
+        obj = getattr(anygate, name)
+        if isinstance(obj, type):
+            members = [member for member in vars(obj) if not member.startswith("_")]
+            if dataclasses.is_dataclass(obj):
+                members += [field.name for field in dataclasses.fields(obj)]
+            names.update(f"anygate.{name}.{member}" for member in members)
+    return names
+
+
+def check_reference(app: Sphinx, env: BuildEnvironment) -> None:
+    """Warn of a public name that the reference leaves out.
+
+    The reference names each member in its topic's section, so a member added
+    to the code is not documented by itself; a member listed twice is already
+    a warning of Sphinx's (a duplicate object description).
+    """
+    documented = {name for name, *_ in env.get_domain("py").get_objects()}
+    for name in sorted(public_names() - documented):
+        logger.warning("%s is public but not in docs/reference.rst", name)
+
+
 def setup(app: Sphinx) -> None:
     app.connect("missing-reference", resolve_annotation, priority=400)
+    app.connect("env-check-consistency", check_reference)
