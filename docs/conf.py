@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pkgutil
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +12,13 @@ from sphinx.addnodes import pending_xref
 from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 from sphinx.ext import intersphinx
+from sphinx.pycode import ModuleAnalyzer
+from sphinx.util import logging
 
 import anygate
 
 HERE = Path(__file__).parent
+logger = logging.getLogger(__name__)
 
 project = "anygate"
 author = "anygate's authors"
@@ -46,17 +51,41 @@ for _name in anygate.__all__:
     if hasattr(_obj, "__module__") and not isinstance(_obj, str):
         _obj.__module__ = "anygate"
 
-# The reference is generated from the docstrings, their single source.
-# Alphabetical: the source order is not available once the names are moved
-# to the package, and a reference is looked things up in.
-autodoc_member_order = "alphabetical"
+
+def analyze_public_names() -> None:
+    """Let autodoc find the ``#:`` comments and the source order of the public names.
+
+    autodoc reads attribute comments (``Holder``'s and ``GateStatistics``'
+    fields) and the source order of members from the module that ``__module__``
+    names, which is now ``anygate``: the package's ``__init__.py``, which only
+    imports them. Its analyzer, which autodoc caches, is given what the private
+    modules' analyzers found under the public names.
+    """
+    package = ModuleAnalyzer.for_module("anygate")
+    package.analyze()
+    public = set(anygate.__all__)
+    for module in pkgutil.iter_modules(anygate.__path__, "anygate."):
+        analyzer = ModuleAnalyzer.for_module(module.name)
+        analyzer.analyze()
+        for key, comment in analyzer.attr_docs.items():
+            if key[0] in public:
+                package.attr_docs[key] = comment
+        for qualname, order in analyzer.tagorder.items():
+            if qualname.split(".")[0] in public:
+                package.tagorder[qualname] = order
+
+
+analyze_public_names()
+
+# The reference is generated from the docstrings, their single source. It is
+# grouped by topic: reference.rst names each member in its section. The few
+# classes documented with :members: list them in source order (which
+# analyze_public_names() makes available): GateStatistics as its repr does.
+autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
 # Names that the signatures show but that are not part of the public API.
 nitpick_ignore = [
-    # What acquire() returns: awaited for a guard, or used as an async context manager.
-    ("py:class", "anygate._gate.Acquisition"),
-    ("py:class", "Acquisition"),
     # Type variables of the decorators' and start_soon()'s signatures.
     ("py:class", "anygate._gate._T"),
     ("py:class", "anygate._gate._P"),
@@ -103,5 +132,34 @@ def resolve_annotation(
     return intersphinx.missing_reference(app, env, node, contnode)
 
 
+def public_names() -> set[str]:
+    """Every name the reference must document: the exports and their public members."""
+    names = set()
+    for name in anygate.__all__:
+        if name.startswith("__"):
+            continue  # __version__
+        names.add(f"anygate.{name}")
+        obj = getattr(anygate, name)
+        if isinstance(obj, type):
+            members = [member for member in vars(obj) if not member.startswith("_")]
+            if dataclasses.is_dataclass(obj):
+                members += [field.name for field in dataclasses.fields(obj)]
+            names.update(f"anygate.{name}.{member}" for member in members)
+    return names
+
+
+def check_reference(app: Sphinx, env: BuildEnvironment) -> None:
+    """Warn of a public name that the reference leaves out.
+
+    The reference names each member in its topic's section, so a member added
+    to the code is not documented by itself; a member listed twice is already
+    a warning of Sphinx's (a duplicate object description).
+    """
+    documented = {name for name, *_ in env.get_domain("py").get_objects()}
+    for name in sorted(public_names() - documented):
+        logger.warning("%s is public but not in docs/reference.rst", name)
+
+
 def setup(app: Sphinx) -> None:
     app.connect("missing-reference", resolve_annotation, priority=400)
+    app.connect("env-check-consistency", check_reference)
