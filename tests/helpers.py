@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextvars
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import pytest
 from anyio import CancelScope
 
 from anygate import Gate, GateGuard
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+_T = TypeVar("_T")
 
 #: Every backend the tests run on: the ``anyio_backend`` fixture's parameters,
 #: and the parameters of tests that start their own event loops.
@@ -59,6 +66,32 @@ def no_hang(what: str) -> Iterator[None]:
             yield
     except TimeoutError:
         pytest.fail(f"hung: {what}")
+
+
+@contextmanager
+def raises_in_group(kind: type[BaseException]) -> Iterator[None]:
+    """Expect ``kind``, raised alone or in exception groups only of it, as a
+    task group raises on trio (and on asyncio when a task raised it)."""
+    try:
+        yield
+    except kind:
+        return
+    except BaseExceptionGroup as group:
+        if group.split(kind)[1] is not None:
+            raise
+        return
+    pytest.fail(f"{kind.__name__} was not raised")
+
+
+def in_fresh_context(func: Callable[[], _T]) -> Callable[[], _T]:
+    """``func``, to run in a new thread as a thread that inherits nothing.
+
+    Threads inherit their starter's context on free-threaded 3.14, and with
+    ``PYTHON_THREAD_INHERIT_CONTEXT=1``: anyio's context variables then tell a
+    thread started from a running loop that a loop runs, and ``anyio.run()``
+    there refuses to start. A thread that runs its own loop starts empty.
+    """
+    return lambda: contextvars.Context().run(func)
 
 
 def in_thread(func: Callable[[], object]) -> None:

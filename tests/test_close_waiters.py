@@ -22,7 +22,16 @@ import pytest
 from anyio import create_task_group, wait_all_tasks_blocked
 
 from anygate import Gate, GateGuard
-from helpers import Block, Closer, in_thread, no_hang, private, sleep_until_cancelled
+from helpers import (
+    HANG,
+    Block,
+    Closer,
+    in_fresh_context,
+    in_thread,
+    no_hang,
+    private,
+    sleep_until_cancelled,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -437,17 +446,22 @@ class TestTwoLoops:
 
         backend, options = anyio_backend
         thread = threading.Thread(
-            target=lambda: anyio.run(other_loop, backend=backend, backend_options=options),
+            target=in_fresh_context(
+                lambda: anyio.run(other_loop, backend=backend, backend_options=options)
+            ),
             daemon=True,
         )
         thread.start()
         with no_hang("both blocks, once the grace ran out"):
-            await anyio.to_thread.run_sync(entered.wait)
+            assert await anyio.to_thread.run_sync(entered.wait, HANG), (
+                "the other loop never entered"
+            )
             async with create_task_group() as tg:
                 tg.start_soon(here.run)
                 await here.entered.wait()
                 await gate.close(grace=GRACE)
-            await anyio.to_thread.run_sync(thread.join)
+            await anyio.to_thread.run_sync(thread.join, HANG)
+        assert not thread.is_alive(), "the other loop has not ended"
         assert reason_of("tenant") in here.reason
         assert there["cancelled"] is True
         assert waiters(gate) == []
