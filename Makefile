@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BACKEND ?= asyncio
 BENCH_ARGS ?=
 
-.PHONY: check test typecheck lint verifytypes docs doctest demo bench dist matrix python-ft clean
+.PHONY: check test typecheck lint verifytypes docs doctest demo bench dist matrix python-ft stubs clean
 
 $(VENV)/.test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ typecheck: $(VENV)/.test
 	MYPYPATH=stubs $(PY) -m mypy docs
 	MYPYPATH=stubs $(PY) -m mypy.stubtest anygate
 	$(PY) tools/stub_docs.py --check
+
+# The stubs' docstrings are copied from the implementation, never edited by hand.
+stubs: $(VENV)/.test
+	$(PY) tools/stub_docs.py
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check .

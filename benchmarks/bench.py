@@ -255,6 +255,47 @@ def spawn(count: int, gated: bool) -> Timer:
     return run
 
 
+# Trees: closes that walk many gates.
+
+
+def close_wide(children: int) -> Timer:
+    """Close a gate with ``children`` child gates, and wait for the drain."""
+
+    async def run(loops: int, clock: Clock) -> float:
+        elapsed = 0.0
+        for _ in range(loops):
+            root = Gate(warn_after=None)
+            kids = [Gate(parent=root, warn_after=None) for _ in range(children)]
+            started = clock()
+            await root.close()
+            elapsed += clock() - started
+            del kids
+        return elapsed
+
+    return run
+
+
+def drain_chain(depth: int) -> Timer:
+    """Close the root of a chain of ``depth`` gates held at its leaf, then
+    release the leaf and wait for the drain to climb back to the root."""
+
+    async def run(loops: int, clock: Clock) -> float:
+        elapsed = 0.0
+        for _ in range(loops):
+            gates = [Gate(warn_after=None)]
+            for _ in range(depth - 1):
+                gates.append(Gate(parent=gates[-1], warn_after=None))
+            leaf = gates[-1].enter()
+            started = clock()
+            drained = gates[0].close()
+            leaf.release()
+            await drained
+            elapsed += clock() - started
+        return elapsed
+
+    return run
+
+
 # Threads: releases that happen outside the event loop.
 
 
@@ -436,7 +477,7 @@ def everywhere(target: float) -> dict[str, float]:
     return dict.fromkeys(BACKENDS, target)
 
 
-SECTIONS = ("holds", "acquire", "tasks", "threads")
+SECTIONS = ("holds", "acquire", "tasks", "trees", "threads")
 NOOP = "no-op `with`"
 ACQUIRE = "`async with gate.acquire()`"
 START_SOON = "`gate.start_soon(tg, f)`"
@@ -492,6 +533,12 @@ def rows() -> list[Row]:
         tasks(10_000, 1.1, repeats=7, passes=3),
         tasks(100_000, None, repeats=5, passes=1),
         tasks(10_000, None, repeats=5, passes=3, gc_off=False),
+        Row("trees", "`close()` of a gate with 10,000 children", "with 1,000 children",
+            (close_wide(10_000), close_wide(1_000)), everywhere(12.0),
+            7, 3, 1, "ms", "close", collect=True),
+        Row("trees", "draining a chain of 10,000 gates", "a chain of 1,000 gates",
+            (drain_chain(10_000), drain_chain(1_000)), everywhere(12.0),
+            7, 3, 1, "ms", "close", collect=True),
         Row("threads", "`close()` woken by a release in a foreign thread",
             "the release in the event loop",
             (close_latency(foreign=True), close_latency(foreign=False)), everywhere(3.0),

@@ -100,7 +100,7 @@ def main(check: bool) -> int:
     if check and stale:
         print("docstrings differ between the stubs and the implementation:")
         print("\n".join(f"  {name}" for name in stale))
-        print("run: python tools/stub_docs.py")
+        print("run: make stubs")
         return 1
     return 0
 
