@@ -500,25 +500,28 @@ class Gate(GateCore):
         :raises GateClosed: if the gate has a parent that is closed; the gate
             stays closed
         """
-        with self._lock:
-            closing = self._closing
-            if closing is None:
-                raise RuntimeError(f"cannot reopen {self!r}: it is not closed")
-            if not closing.drained() and self._holds:
-                raise RuntimeError(f"cannot reopen {self!r}: it is still held")
-        # Nothing holds it: make sure the drain is seen, and its waiters woken
-        # and its parent's hold dropped, before a new close can begin.
-        self._settle()
         parent = self._parent
-        with self._lock:
-            if self._closing is not closing:
-                raise RuntimeError(f"cannot reopen {self!r}: another call reopened it")
-            if not closing.drained():
-                raise RuntimeError(f"cannot reopen {self!r}: it is still held")
-            if parent is not None:
-                parent._adopt_child(self, self.holders)
-            self._closing = None
-            self._slow = self._admission is not None
+        wakeups: list[Wakeup] = []
+        dropped: GateCore | None = None
+        try:
+            with self._lock:
+                closing = self._closing
+                if closing is None:
+                    raise RuntimeError(f"cannot reopen {self!r}: it is not closed")
+                # The drain seen, its waiters to wake and the parent's hold of
+                # this close dropped, here if nobody has yet: before a new close.
+                wakeups, dropped = self._settle_locked()
+                if not closing.drained():
+                    raise RuntimeError(f"cannot reopen {self!r}: it is still held")
+                if parent is not None:
+                    parent._adopt_child(self, self.holders)
+                self._closing = None
+                self._slow = self._admission is not None
+        finally:
+            for wakeup in wakeups:
+                wakeup.wake()
+            if dropped is not None:
+                dropped._settle()
         # A parent that closed meanwhile found this gate still closed; close it now.
         parent_closing = None if parent is None else parent._closing
         if parent_closing is not None:
