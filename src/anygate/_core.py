@@ -27,11 +27,10 @@ from ._wakeup import Wakeup, in_signal_handler
 class GateCore:
     """A gate's state and the operations on it, each rule written once.
 
-    Every field here has one owner: the counter (``_holds`` with ``_slow``) is
-    the gate's, changed only by the operations below and their marked hot
-    copies; a close's state is its :class:`~anygate._closing.Closing`'s; the
-    line is the :class:`~anygate._admission.Admission`'s; the lock and what it
-    is owed are the :class:`~anygate._lock.GateLock`'s.
+    Every field here has one owner: the counter (``_holds`` with
+    ``_closed_or_bounded``) is the gate's, changed only by the operations below
+    and their marked hot copies; a close's state is its ``Closing``'s; the line
+    is the ``Admission``'s; the lock and what it is owed are the ``GateLock``'s.
     """
 
     # The counter, and its rule, written here once (tokio-util's TaskTracker
@@ -40,21 +39,23 @@ class GateCore:
     # * ``_holds`` has one item per hold: list.append and list.pop are atomic
     #   (under the GIL, and per list on free-threaded builds), so len() is an
     #   exact, lock-free count for every thread.
-    # * ``_slow`` is true when anything is off the fast path: the gate is
-    #   closed, or bounded. An open unbounded gate pays one test per entry and
-    #   release, and takes no lock.
-    # * Entry (Gate._count): append, THEN read ``_slow``. Close (Gate._shut_one):
-    #   set ``_closing``, then ``_slow``, THEN read the count (Dekker's pairing;
-    #   _count_after_store is the barrier on free-threaded builds). So either
-    #   the entry sees the close and gives its hold back, or the close sees the
-    #   hold and waits for it.
-    # * Release (GateGuard._release): pop, THEN read ``_slow``, and settle if set.
+    # * ``_closed_or_bounded`` says a hold needs more than the count: the gate
+    #   is closed, or bounded. An open unbounded gate pays one test per entry
+    #   and release, and takes no lock.
+    # * Entry (GateCore._count): append, THEN read ``_closed_or_bounded``.
+    #   Close (GateCore._shut_one): set ``_closing``, then ``_closed_or_bounded``,
+    #   THEN read the count (Dekker's pairing; _count_after_store is the barrier
+    #   on free-threaded builds). So either the entry sees the close and gives
+    #   its hold back, or the close sees the hold and waits for it.
+    # * Release (GateGuard._release, or GateCore._drop for a hold no guard
+    #   owns): pop, THEN read ``_closed_or_bounded``, and settle if set.
     #
     # Copies inlined for speed are marked "HOT COPY of" the operation they copy,
     # and tests/test_enter.py::TestEveryWayToHold runs the rule over each.
     __slots__ = (
         "_admission",
         "_children",
+        "_closed_or_bounded",
         "_closing",
         "_closing_waiters",
         "_fast_acquire",
@@ -66,16 +67,15 @@ class GateCore:
         "_parent_hold",
         "_records",
         "_refused",
-        "_slow",
         "_warn_after",
     )
 
     _name: str | None
     _holds: list[None]
-    #: The close in progress or done, or None while open. Set before _slow.
+    #: The close in progress or done, or None while open. Set before _closed_or_bounded.
     _closing: Closing | None
     _admission: Admission | None
-    _slow: bool
+    _closed_or_bounded: bool
     _lock: GateLock
     #: Named and cancellable holds, oldest first (see records.Record).
     _records: dict[Record, None]
@@ -98,7 +98,7 @@ class GateCore:
         self._holds = []
         self._closing = None
         self._admission = None if limit is None else Admission(limit)
-        self._slow = self._admission is not None
+        self._closed_or_bounded = self._admission is not None
         self._lock = GateLock(self._settle)
         self._records = {}
         self._warn_after = warn_after
@@ -119,7 +119,7 @@ class GateCore:
         holds = self._holds
         holds.append(None)
         guard._holds = holds
-        if self._slow:
+        if self._closed_or_bounded:
             error = self._refusal()
             if error is not None:
                 guard._holds = None
@@ -154,10 +154,10 @@ class GateCore:
         """Drop a hold that no guard owns, then settle: the rule of a release."""
         try:
             self._holds.pop()
-            if self._slow:
+            if self._closed_or_bounded:
                 self._settle()
         except BaseException:
-            if self._slow:
+            if self._closed_or_bounded:
                 self._settle()
             raise
 
@@ -281,7 +281,7 @@ class GateCore:
                 await checkpoint_holding(guard)
         return guard
 
-    def _adopt_child(self, child: GateCore, holders: Callable[[], list[Holder]]) -> None:
+    def _hold_for_child(self, child: GateCore, holders: Callable[[], list[Holder]]) -> None:
         """Hold this gate for ``child``, a gate being created or reopened under it.
 
         Under this gate's lock, so that a close sees either the child, with its
@@ -342,7 +342,7 @@ class GateCore:
                 self._parent_hold = None
                 self._closing = closing
                 # After _closing: an entry that sees the flag must see the close.
-                self._slow = True
+                self._closed_or_bounded = True
                 if self._admission is not None:
                     refused = self._admission.refuse_all()
                     self._refused += len(refused)

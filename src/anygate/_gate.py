@@ -90,7 +90,7 @@ class Gate(GateCore):
         )
         self._parent = parent
         if parent is not None:
-            parent._adopt_child(self, self.holders)
+            parent._hold_for_child(self, self.holders)
 
     def __repr__(self) -> str:
         state = "open" if self._closing is None else "closed"
@@ -152,13 +152,13 @@ class Gate(GateCore):
             loop runs in this thread
         """
         if name is None and not cancellable:
-            # HOT COPY of Gate._count, for an unnamed guard.
+            # HOT COPY of GateCore._count, for an unnamed guard.
             guard: GateGuard = UnnamedGuard()
             guard._gate = self
             holds = self._holds
             holds.append(None)
             guard._holds = holds
-            if self._slow:
+            if self._closed_or_bounded:
                 error = self._refusal()
                 if error is not None:
                     guard._holds = None
@@ -186,10 +186,10 @@ class Gate(GateCore):
             return None
 
     def __enter__(self) -> None:
-        # HOT COPY of Gate._count, with no guard.
+        # HOT COPY of GateCore._count, with no guard.
         holds = self._holds
         holds.append(None)
-        if self._slow:
+        if self._closed_or_bounded:
             error = self._refusal()
             if error is not None:
                 self._refuse()
@@ -201,15 +201,15 @@ class Gate(GateCore):
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        # HOT COPY of Gate._drop.
+        # HOT COPY of GateCore._drop.
         try:
             self._holds.pop()
-            if self._slow:
+            if self._closed_or_bounded:
                 self._settle()
         except IndexError:
             raise RuntimeError(f"{self!r} was exited more often than entered") from None
         except BaseException:
-            if self._slow:
+            if self._closed_or_bounded:
                 self._settle()
             raise
 
@@ -514,9 +514,9 @@ class Gate(GateCore):
                 if not closing.drained():
                     raise RuntimeError(f"cannot reopen {self!r}: it is still held")
                 if parent is not None:
-                    parent._adopt_child(self, self.holders)
+                    parent._hold_for_child(self, self.holders)
                 self._closing = None
-                self._slow = self._admission is not None
+                self._closed_or_bounded = self._admission is not None
         finally:
             for wakeup in wakeups:
                 wakeup.wake()
@@ -583,14 +583,14 @@ class Acquisition:
     async def __aenter__(self) -> GateGuard:
         gate = self._gate
         if self._cls is UnnamedGuard:
-            # HOT COPY of Gate._acquire's counted path, for an unnamed guard.
+            # HOT COPY of GateCore._acquire's counted path, for an unnamed guard.
             holds = gate._holds
             guard: GateGuard = UnnamedGuard()
             guard._gate = gate
             holds.append(None)
             guard._holds = holds
             admission = gate._admission
-            if not gate._slow or (
+            if not gate._closed_or_bounded or (
                 gate._closing is None
                 and (admission is None or (len(holds) <= admission.limit and not admission.line))
             ):

@@ -29,7 +29,7 @@ class GuardedGate(Protocol):
     #: One item per hold; see :class:`Gate` for the counter's rule.
     _holds: list[None]
     #: Closed, or bounded: a release must settle.
-    _slow: bool
+    _closed_or_bounded: bool
     _records: dict[Record, None]
     _closing: Closing | None
 
@@ -132,10 +132,10 @@ class GateGuard:
         try:
             self._holds = None
             holds.pop()
-            if gate._slow:
+            if gate._closed_or_bounded:
                 gate._settle(soon)
         except BaseException:
-            if gate._slow:
+            if gate._closed_or_bounded:
                 gate._settle(soon)
             raise
 
@@ -199,10 +199,10 @@ class GateGuard:
             try:
                 self._holds = None
                 holds.pop()
-                if gate._slow:
+                if gate._closed_or_bounded:
                     gate._settle()
             except BaseException:
-                if gate._slow:
+                if gate._closed_or_bounded:
                     gate._settle()
                 raise
         return None
