@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BACKEND ?= asyncio
 BENCH_ARGS ?=
 
-.PHONY: check test typecheck lint verifytypes docs doctest demo bench dist matrix python-ft clean
+.PHONY: check test typecheck lint verifytypes docs doctest demo bench dist matrix python-ft python-sid clean
 
 $(VENV)/.test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,12 @@ matrix: $(VENV)/.test
 # 3.13.*t, or builds one (see the script for where its source comes from).
 python-ft:
 	bash tools/python_ft.sh
+
+# CPython 3.14 and 3.15 for `make matrix`, from Debian sid's packages, in a
+# chroot in ~/.cache/anygate/python-sid (or $$PYTHON_SID) that every clone reuses.
+# Needs root and apt; see the script.
+python-sid:
+	bash tools/python_sid.sh
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .pytest_cache .hypothesis .nox docs/_build
