@@ -80,8 +80,12 @@ dist: $(VENV)/.test
 # holds a python3.13 that must not stand in for the GIL build.
 MATRIX := build/matrix
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
-MATRIX_BINS := $(foreach v,3.10 3.11 3.12 3.13,$(lastword $(sort $(filter-out %t/bin,$(wildcard $(PYENV_ROOT)/versions/$(v).*/bin)))))
-MATRIX_BINS += $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/3.13.*t/bin)))
+# The bin of the newest pyenv release of a version (3.14), or of its
+# free-threaded build (3.13t), compared as numbers: 3.14.10 after 3.14.9.
+pyenv_newest = $(lastword $(shell ls -d $(PYENV_ROOT)/versions/$(1).*/bin 2>/dev/null \
+	| grep -E '/[0-9.]+$(2)/bin$$' | sort -V))
+MATRIX_BINS := $(foreach v,3.10 3.11 3.12 3.13,$(call pyenv_newest,$(v)))
+MATRIX_BINS += $(call pyenv_newest,3.13,t)
 empty :=
 space := $(empty) $(empty)
 matrix: $(VENV)/.test
