@@ -77,21 +77,26 @@ dist: $(VENV)/.test
 # wheel installed. One pyenv interpreter of each version goes on the PATH, where
 # nox looks for python3.X; a version missing there is reported, loudly, as not tested.
 # The free-threaded 3.13 (`make python-ft`) goes last, as its bin directory also
-# holds a python3.13 that must not stand in for the GIL build.
+# holds a python3.13 that must not stand in for the GIL build. A 3.14 or 3.15
+# that neither pyenv nor the system has comes from `make python-sid`'s chroot
+# (see noxfile.py). MATRIX_ARGS go to pytest in every session, e.g.
+# MATRIX_ARGS="-x --timeout=60".
 MATRIX := build/matrix
+MATRIX_ARGS ?=
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
 # The bin of the newest pyenv release of a version (3.14), or of its
 # free-threaded build (3.13t), compared as numbers: 3.14.10 after 3.14.9.
 pyenv_newest = $(lastword $(shell ls -d $(PYENV_ROOT)/versions/$(1).*/bin 2>/dev/null \
 	| grep -E '/[0-9.]+$(2)/bin$$' | sort -V))
-MATRIX_BINS := $(foreach v,3.10 3.11 3.12 3.13,$(call pyenv_newest,$(v)))
+MATRIX_BINS := $(foreach v,3.10 3.11 3.12 3.13 3.14 3.15,$(call pyenv_newest,$(v)))
 MATRIX_BINS += $(call pyenv_newest,3.13,t)
 empty :=
 space := $(empty) $(empty)
 matrix: $(VENV)/.test
 	rm -rf $(MATRIX)
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(MATRIX) .
-	PATH=$(subst $(space),:,$(MATRIX_BINS)):$$PATH $(VENV)/bin/nox --report $(MATRIX)/report.json; \
+	PATH=$(subst $(space),:,$(MATRIX_BINS)):$$PATH $(VENV)/bin/nox --report $(MATRIX)/report.json \
+		$(if $(MATRIX_ARGS),-- $(MATRIX_ARGS)); \
 		status=$$?; $(PY) tools/matrix_summary.py $(MATRIX)/report.json; exit $$status
 
 # A free-threaded CPython 3.13 for `make matrix`: reuses an installed pyenv
