@@ -24,11 +24,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import nox
+import nox.command
 
 WHEELS = Path("build/matrix")
 RAN_ON = WHEELS / "sessions"
@@ -50,6 +50,14 @@ SID_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FROM_THE_WHEEL = (
     "import anygate, sys; 'site-packages' in anygate.__file__ or sys.exit(anygate.__file__)"
 )
+
+# pytest-timeout fails a test that runs past pyproject's bound, but it cannot
+# break every hang: its SIGALRM goes unhandled while uvloop waits in C. So the
+# whole pytest run of a session is stopped past this bound (SIGTERM, then
+# SIGKILL), and the session fails, rather than stall the matrix and CI. A
+# session's run takes about 2 minutes on 2 cores.
+PYTEST_TIME_LIMIT = 600
+BOUNDED = ("timeout", "--kill-after=30", str(PYTEST_TIME_LIMIT))
 
 # Prints, as JSON, what the interpreter is and which test dependencies it got.
 RAN_ON_PROBE = "tools/ran_on.py"
@@ -101,7 +109,7 @@ def tests(session: nox.Session, version: str, inherit_context: str | None) -> No
         # Set either way, so that the caller's environment cannot change what the name says.
         env["PYTHON_THREAD_INHERIT_CONTEXT"] = inherit_context
 
-    python: Callable[..., Any]
+    python_command: tuple[str, ...]
     where: str | None
     if in_sid_chroot(version):
         # No environment of nox's: one made and used inside the chroot, at the
@@ -110,21 +118,18 @@ def tests(session: nox.Session, version: str, inherit_context: str | None) -> No
         session.run(*IN_SID, f"python{version}", "-m", "venv", "--clear", str(venv))
         env["VIRTUAL_ENV"] = str(venv)
         env["PATH"] = f"{venv}/bin:{SID_PATH}"
-
-        def python(*args: str, **kwargs: Any) -> Any:
-            return session.run(*IN_SID, f"{venv}/bin/python", *args, **kwargs)
-
+        python_command = (*IN_SID, f"{venv}/bin/python")
         where = "Debian sid chroot (make python-sid)"
         package = session.run(
             *IN_SID, "dpkg-query", "-W", "-f", "${Version}", f"python{version}", silent=True
         )
         where += f", package python{version} {str(package).strip()}"
     else:
-
-        def python(*args: str, **kwargs: Any) -> Any:
-            return session.run("python", *args, **kwargs)
-
+        python_command = ("python",)
         where = None  # the summary shows base_prefix: pyenv's or the system's
+
+    def python(*args: str, **kwargs: Any) -> Any:
+        return session.run(*python_command, *args, **kwargs)
 
     # The examples extra: tests/test_web_service.py serves examples/web_service.py.
     requirement = f"{wheels[0]}[test,examples]"
@@ -152,7 +157,14 @@ def tests(session: nox.Session, version: str, inherit_context: str | None) -> No
 
     # The source tree must not shadow the wheel.
     python("-c", FROM_THE_WHEEL, env=env)
-    python("-m", "pytest", *session.posargs, env=env)
+    pytest = (*BOUNDED, *python_command, "-m", "pytest", *session.posargs)
+    try:
+        session.run(*pytest, env=env, external=True)
+    except nox.command.CommandFailed as failure:
+        # timeout's own codes: it sent SIGTERM (124), or had to send SIGKILL (137).
+        if failure.return_code in (124, 137):
+            session.error(f"pytest ran past {PYTEST_TIME_LIMIT} s and was stopped; see its log")
+        raise
 
 
 def define(version: str, inherit_context: str | None) -> str:
