@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BACKEND ?= asyncio
 BENCH_ARGS ?=
 
-.PHONY: check test typecheck lint verifytypes docs doctest demo bench dist matrix python-ft stubs clean
+.PHONY: check test typecheck lint verifytypes docs doctest demo bench dist matrix python-ft python-sid stubs clean
 
 $(VENV)/.test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,23 +81,38 @@ dist: $(VENV)/.test
 # wheel installed. One pyenv interpreter of each version goes on the PATH, where
 # nox looks for python3.X; a version missing there is reported, loudly, as not tested.
 # The free-threaded 3.13 (`make python-ft`) goes last, as its bin directory also
-# holds a python3.13 that must not stand in for the GIL build.
+# holds a python3.13 that must not stand in for the GIL build. A 3.14 or 3.15
+# that neither pyenv nor the system has comes from `make python-sid`'s chroot
+# (see noxfile.py). MATRIX_ARGS go to pytest in every session, e.g.
+# MATRIX_ARGS="-x --timeout=60".
 MATRIX := build/matrix
+MATRIX_ARGS ?=
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
-MATRIX_BINS := $(foreach v,3.10 3.11 3.12 3.13,$(lastword $(sort $(filter-out %t/bin,$(wildcard $(PYENV_ROOT)/versions/$(v).*/bin)))))
-MATRIX_BINS += $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/3.13.*t/bin)))
+# The bin of the newest pyenv release of a version (3.14), or of its
+# free-threaded build (3.13t), compared as numbers: 3.14.10 after 3.14.9.
+pyenv_newest = $(lastword $(shell ls -d $(PYENV_ROOT)/versions/$(1).*/bin 2>/dev/null \
+	| grep -E '/[0-9.]+$(2)/bin$$' | sort -V))
+MATRIX_BINS := $(foreach v,3.10 3.11 3.12 3.13 3.14 3.15,$(call pyenv_newest,$(v)))
+MATRIX_BINS += $(call pyenv_newest,3.13,t)
 empty :=
 space := $(empty) $(empty)
 matrix: $(VENV)/.test
 	rm -rf $(MATRIX)
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(MATRIX) .
-	PATH=$(subst $(space),:,$(MATRIX_BINS)):$$PATH $(VENV)/bin/nox --report $(MATRIX)/report.json; \
+	PATH=$(subst $(space),:,$(MATRIX_BINS)):$$PATH $(VENV)/bin/nox --report $(MATRIX)/report.json \
+		$(if $(MATRIX_ARGS),-- $(MATRIX_ARGS)); \
 		status=$$?; $(PY) tools/matrix_summary.py $(MATRIX)/report.json; exit $$status
 
 # A free-threaded CPython 3.13 for `make matrix`: reuses an installed pyenv
 # 3.13.*t, or builds one (see the script for where its source comes from).
 python-ft:
 	bash tools/python_ft.sh
+
+# CPython 3.14 and 3.15 for `make matrix`, from Debian sid's packages, in a
+# chroot in ~/.cache/anygate/python-sid (or $$PYTHON_SID) that every clone reuses.
+# Needs root and apt; see the script.
+python-sid:
+	bash tools/python_sid.sh
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .pytest_cache .hypothesis .nox docs/_build
