@@ -15,8 +15,8 @@ from . import _tasks
 from ._core import GateCore
 from ._diagnostics import GateStatistics
 from ._exceptions import GateClosed
-from ._guards import GateGuard, UnnamedGuard, guard_class, new_guard
-from ._records import Holder, holders_of
+from ._guards import GateGuard, NamedGuard, UnnamedGuard, guard_class, new_guard
+from ._records import Holder, Record, holders_of
 from ._tasks import TaskStarter
 from ._util import check_callable, check_limit, check_name, check_seconds, require_loop
 from ._wakeup import Wakeup
@@ -165,6 +165,25 @@ class Gate(GateCore):
                     self._refuse()
                     raise error
             return guard
+        if not cancellable and name.__class__ is str:
+            # HOT COPY of GateCore._count, for a named guard.
+            named = NamedGuard()
+            named._gate = self
+            record = Record()
+            record.name = name
+            named._record = record
+            holds = self._holds
+            holds.append(None)
+            named._holds = holds
+            if self._closed_or_bounded:
+                error = self._refusal()
+                if error is not None:
+                    named._holds = None
+                    self._refuse()
+                    raise error
+            record.since = monotonic()
+            self._records[record] = None
+            return named
         check_name(name)
         if cancellable:
             require_loop("enter(cancellable=True)")
@@ -253,7 +272,9 @@ class Gate(GateCore):
         acquisition = _Acquisition()
         acquisition._gate = self
         acquisition._name = name
-        acquisition._cls = guard_class(name, cancellable)
+        acquisition._cls = (
+            UnnamedGuard if name is None and not cancellable else guard_class(name, cancellable)
+        )
         acquisition._guard = None
         return acquisition
 
@@ -310,7 +331,22 @@ class Gate(GateCore):
         """
         if not callable(func):
             check_callable(func, "start_soon")  # type: ignore[unreachable]
-        guard = self.enter(name, cancellable=cancellable)
+        if name is None and not cancellable:
+            # HOT COPY of GateCore._count, for an unnamed guard: a task's
+            # start is the hot path here.
+            guard: GateGuard = UnnamedGuard()
+            guard._gate = self
+            holds = self._holds
+            holds.append(None)
+            guard._holds = holds
+            if self._closed_or_bounded:
+                error = self._refusal()
+                if error is not None:
+                    guard._holds = None
+                    self._refuse()
+                    raise error
+        else:
+            guard = self.enter(name, cancellable=cancellable)
         run = _tasks._run_cancellable if cancellable else _tasks._run_holding
         task_name = name if name is not None else getattr(func, "__qualname__", None)
         try:
@@ -620,6 +656,21 @@ class Acquisition:
         if guard is None:
             return None
         self._guard = None
+        if guard.__class__ is UnnamedGuard:
+            # HOT COPY of GateGuard._release.
+            holds = guard._holds
+            if holds is not None:
+                gate = self._gate
+                try:
+                    guard._holds = None
+                    holds.pop()
+                    if gate._closed_or_bounded:
+                        gate._settle()
+                except BaseException:
+                    if gate._closed_or_bounded:
+                        gate._settle()
+                    raise
+            return None
         return guard.__exit__(exc_type, exc_val, exc_tb)
 
 

@@ -263,13 +263,27 @@ class NamedGuard(GateGuard):
         self._gate._records[record] = None
 
     def _release(self, soon: bool) -> None:
-        if self._holds is None:
+        holds = self._holds
+        if holds is None:
             return
+        gate = self._gate
         # Forget the record before the count drops, so that holders() never
         # lists a holder after the close it held up has drained. Interrupted
         # here, the guard is still held, and a second release does it all.
-        self._gate._forget(self._record)
-        GateGuard._release(self, soon)
+        record = self._record
+        gate._records.pop(record, None)
+        if gate._closing is not None:
+            gate._forget(record)  # and log a late release
+        # HOT COPY of GateGuard._release, from here on.
+        try:
+            self._holds = None
+            holds.pop()
+            if gate._closed_or_bounded:
+                gate._settle(soon)
+        except BaseException:
+            if gate._closed_or_bounded:
+                gate._settle(soon)
+            raise
 
     def _drop_hold(self) -> None:
         self._gate._records.pop(self._record, None)
