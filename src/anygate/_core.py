@@ -172,6 +172,10 @@ class GateCore:
         delivers after any call) settles again before it goes on.
         ``soon``: called from a finalizer, so wake nothing directly.
         """
+        admission = self._admission
+        if self._closing is None and (admission is None or not admission.line):
+            # Open, and nobody in line: nothing to do (see _settle_one).
+            return
         _walk([self], lambda gate: gate._settle_one(soon))
 
     def _settle_one(self, soon: bool) -> list[GateCore]:
