@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import signal
 import sys
 from collections.abc import Callable
@@ -93,6 +94,16 @@ class Wakeup:
             self.event.set()
 
 
+#: The signal numbers, as plain ints.
+_SIGNALS = sorted(map(int, signal.valid_signals()))
+# signal.getsignal() wraps the C function's answer in enums, which costs more
+# than the rest of a close; the C function gives SIG_DFL and SIG_IGN as ints.
+_C_SIGNAL = "_signal" in sys.builtin_module_names
+_getsignal: Callable[[int], object] = (
+    importlib.import_module("_signal") if _C_SIGNAL else signal
+).getsignal
+
+
 def in_signal_handler() -> bool:
     """Whether this call runs inside a handler installed with :func:`signal.signal`.
 
@@ -103,7 +114,8 @@ def in_signal_handler() -> bool:
     """
     if get_ident() != main_thread().ident:
         return False
-    codes = {code for code in map(_code_of, map(signal.getsignal, signal.valid_signals())) if code}
+    handlers = [h for h in map(_getsignal, _SIGNALS) if h is not None and h.__class__ is not int]
+    codes = {code for code in map(_code_of, handlers) if code}
     if not codes:
         return False
     frame: FrameType | None = sys._getframe(1)
