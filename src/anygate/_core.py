@@ -189,16 +189,23 @@ class GateCore:
         lock.owed = True
         up: list[GateCore] = []
         while lock.owed:
-            if not lock.try_enter():
-                return up  # the lock's holder settles as it lets go
+            if lock.held_here():
+                return up  # a finalizer or handler inside the region: it settles
             try:
-                lock.owed = False
-                wakeups, parent = self._settle_locked()
-            except BaseException:
-                lock.owed = True
-                raise
-            finally:
+                if not lock.try_enter():
+                    return up  # the lock's holder settles as it lets go
+                try:
+                    lock.owed = False
+                    wakeups, parent = self._settle_locked()
+                except BaseException:
+                    lock.owed = True
+                    raise
                 lock.leave()
+            except BaseException:
+                # Interrupted anywhere between the take and the leave (even as
+                # either call returns): never keep the lock. The walk re-settles.
+                lock.leave_if_taken()
+                raise
             for wakeup in wakeups:
                 wakeup.wake(soon)
             if parent is not None:

@@ -70,16 +70,29 @@ class GateLock:
         self.pay()
 
     def try_enter(self) -> bool:
-        """Take the lock if it is free, without waiting: for finalizer-safe work."""
-        if self._owner == get_ident() or not self._take(False):
+        """Take the lock if it is free, without waiting: for finalizer-safe work.
+
+        Not from inside this thread's own region (see :meth:`held_here`). An
+        interrupt as it returns leaves the lock taken: the caller's handler
+        calls :meth:`leave_if_taken`.
+        """
+        me = get_ident()
+        if self._owner == me or not self._lock.acquire(False):
             return False
-        self._owner = get_ident()
+        self._owner = me
         return True
 
     def leave(self) -> None:
-        """Let the lock go without paying: for :meth:`settle`, which loops."""
+        """Let the lock go without paying: for a settle, which loops."""
         self._owner = None
         self._lock.release()
+
+    def leave_if_taken(self) -> None:
+        """Let the lock go if this thread took it: the interrupt policy of a
+        caller of :meth:`try_enter` that was not inside its own region."""
+        if self._lock._is_owned():  # type: ignore[attr-defined]
+            self._owner = None
+            self._lock.release()
 
     def _take(self, blocking: bool) -> bool:
         try:
