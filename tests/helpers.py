@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 import pytest
 from anyio import CancelScope
 
@@ -97,20 +98,70 @@ def in_fresh_context(func: Callable[[], _T]) -> Callable[[], _T]:
 def in_thread(func: Callable[[], object]) -> None:
     """Run ``func`` in a new thread, one that anyio never saw, and wait for it;
     re-raise what it raised."""
-    errors: list[BaseException] = []
+    Background(func).start().join()
 
-    def run() -> None:
+
+class Background:
+    """``func`` run in a new thread, one that anyio never saw, while the caller
+    goes on; :meth:`join` waits for it, with a bound, and re-raises what it raised."""
+
+    def __init__(self, func: Callable[[], object]) -> None:
+        self._func = func
+        self._errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
         try:
-            func()
-        except BaseException as exc:  # handed to the caller
-            errors.append(exc)
+            self._func()
+        except BaseException as exc:  # handed to the caller by join()
+            self._errors.append(exc)
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(HANG)
-    assert not thread.is_alive(), f"{func!r} has not returned after {HANG}s: stuck"
-    if errors:
-        raise errors[0]
+    def start(self) -> Background:
+        self.thread.start()
+        return self
+
+    def join(self) -> None:
+        self.thread.join(HANG)
+        assert not self.thread.is_alive(), f"{self._func!r} has not returned after {HANG}s: stuck"
+        if self._errors:
+            raise self._errors[0]
+
+
+class Pause:
+    """A point at which a thread parks until the test lets it go: to put what
+    another thread does at that very point of this one."""
+
+    def __init__(self) -> None:
+        self._reached = threading.Event()
+        self._go = threading.Event()
+
+    def here(self) -> None:
+        """Park the calling thread here until :meth:`go`."""
+        self._reached.set()
+        assert self._go.wait(HANG), f"parked for {HANG}s and never let go"
+
+    @property
+    def reached(self) -> bool:
+        return self._reached.is_set()
+
+    def wait_reached(self) -> None:
+        """Wait, with a bound, until a thread is parked here."""
+        assert self._reached.wait(HANG), f"no thread reached the pause in {HANG}s"
+
+    def go(self) -> None:
+        self._go.set()
+
+
+async def run_queued_wakeups() -> None:
+    """Let wakeups queued through a loop's thread-safe scheduling run, and the
+    tasks they wake.
+
+    A finalizer or a signal handler only queues its wakeups, and asyncio counts
+    a task whose wakeup is still queued as blocked: one pass of the loop runs
+    the queue.
+    """
+    await anyio.lowlevel.checkpoint()
+    await anyio.wait_all_tasks_blocked()
 
 
 async def sleep_until_cancelled(reasons: list[str]) -> None:

@@ -38,7 +38,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 import anygate._guards
 from anygate import Gate, GateClosed, GateGuard, gated
-from helpers import BACKENDS, HANG, Closer, in_thread, no_hang, private
+from helpers import BACKENDS, HANG, Closer, in_thread, no_hang, private, run_queued_wakeups
 
 pytestmark = pytest.mark.anyio
 
@@ -153,17 +153,6 @@ LET_GO = [
     pytest.param("thread", id="released-by-a-thread"),
     pytest.param("finalizer", id="released-by-a-finalizer"),
 ]
-
-
-async def run_queued_wakeups() -> None:
-    """Let wakeups queued by a finalizer run, and the tasks they wake.
-
-    A finalizer only queues its wakeups (through the loop's thread-safe
-    scheduling), and asyncio counts a task whose wakeup is still queued as
-    blocked: one pass of the loop runs the queue.
-    """
-    await anyio.lowlevel.checkpoint()
-    await wait_all_tasks_blocked()
 
 
 async def cancel_after(checkpoints: int, scope: CancelScope) -> None:

@@ -105,6 +105,10 @@ class Closing:
         )
         return True
 
+    def deadline_is_by(self, deadline: float) -> bool:
+        """Whether this close's deadline is ``deadline`` or earlier."""
+        return self.deadline is not None and self.deadline <= deadline
+
     def deadline_on(self, loop: LoopRef) -> float:
         """The deadline on the clock of ``loop``, the event loop of this thread.
 

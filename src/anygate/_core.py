@@ -363,8 +363,17 @@ class GateCore:
                 records = tuple(self._records.copy())
                 # Tasks watching the blocks wake for the new deadline.
                 wakeups += closing.watchers
-            children = list(self._children.copy())
             empty = not _count_after_store(self._holds) and not closing.drained()
+        # The children this shut still has to reach: open, or with a later
+        # deadline. A closed gate's descendants are closed, so a tree closed
+        # again is not walked again; and a step interrupted and taken again
+        # finds the same children.
+        children = [
+            child
+            for child in self._children.copy()
+            if child._closing is None
+            or (deadline is not None and not child._closing.deadline_is_by(deadline))
+        ]
         if tightened:
             closing.note_loop()
             # Before the wakeups: a task awaiting the drain then finds the blocks
