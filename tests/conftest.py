@@ -1,19 +1,31 @@
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import sysconfig
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from helpers import BACKENDS
+from helpers import BACKENDS, Warned
 
 
 @pytest.fixture(params=BACKENDS)
 def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     backend: tuple[str, dict[str, Any]] = request.param
     return backend
+
+
+@pytest.fixture
+def warned() -> Iterator[Warned]:
+    """The slow-close warnings logged during the test."""
+    handler = Warned()
+    logger = logging.getLogger("anygate")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
 
 
 def gil_enabled() -> bool:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import contextvars
+import importlib
+import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from types import FrameType
+from typing import Any, NoReturn, TypeVar
 
 import anyio
 import anyio.lowlevel
 import pytest
 from anyio import CancelScope
 
+import anygate
 from anygate import Gate, GateGuard
 
 if sys.version_info < (3, 11):
@@ -205,3 +210,167 @@ class Block:
     @property
     def cancelled(self) -> bool:
         return self.guard is not None and self.guard.cancelled_caught
+
+
+#: The implementation module, for the internals the stubs rightly hide.
+GATE_MODULE: Any = importlib.import_module("anygate._gate")
+
+
+GRACE = 0.05
+
+
+def hold_back_forever(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hold-back left behind then shows as a hang."""
+    monkeypatch.setattr("anygate._closing._HOLD_BACK", 3600.0)
+
+
+def rearms(monkeypatch: pytest.MonkeyPatch, then: Callable[[], object]) -> list[object]:
+    """Record each wakeup re-armed by a waiter woken early; ``then()`` as each
+    is about to be re-armed, so that what it wakes is the old event."""
+    rearmed: list[object] = []
+    real = GATE_MODULE.Wakeup.rearm
+
+    def rearm(wakeup: object) -> None:
+        rearmed.append(wakeup)
+        then()
+        real(wakeup)
+
+    monkeypatch.setattr("anygate._wakeup.Wakeup.rearm", rearm)
+    return rearmed
+
+
+def reason_of(gate: str, grace: float = GRACE) -> str:
+    return f"gate {gate!r} closed and its grace of {grace:g}s ran out"
+
+
+def scope_of(guard: GateGuard | None) -> anyio.CancelScope:
+    scope: anyio.CancelScope | None = private(guard)._record.scope
+    assert scope is not None
+    return scope
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the other tasks run until ``condition()`` holds."""
+    for _ in range(1000):
+        if condition():
+            return
+        await anyio.lowlevel.checkpoint()
+    pytest.fail("never came true")
+
+
+def waiters(gate: Gate) -> list[object]:
+    """The tasks awaiting the drain of the gate's close, or watching its blocks."""
+    closing = private(gate)._closing
+    return [] if closing is None else [*closing.waiters, *closing.watchers]
+
+
+def watchers(gate: Gate) -> list[object]:
+    """The tasks watching the blocks of the gate's close: one entry each."""
+    closing = private(gate)._closing
+    return [] if closing is None else list(closing.watchers)
+
+
+#: Where anygate's code lives: a frame whose code is there is the gate's own.
+ANYGATE_DIR = os.path.dirname(anygate.__file__) + os.sep
+
+
+def fail() -> NoReturn:
+    """Raise a ValueError whose __context__ is a KeyError."""
+    try:
+        fail_first()
+    except KeyError:
+        raise ValueError("second")  # noqa: B904 - the implicit context is the point
+
+
+def fail_first() -> NoReturn:
+    raise KeyError("first")
+
+
+#: Functions through which a gate takes its lock for another of its functions.
+LOCK_HELPERS = {"_take", "try_enter", "__enter__"}
+
+
+class LockSpy:
+    """Stands in for a gate's lock, to act while a given function of the gate holds it.
+
+    What another thread does at that moment, or a finalizer that the garbage
+    collector runs there, is otherwise a matter of luck. The action must not take
+    the gate's lock itself: it runs while the lock is held.
+    """
+
+    def __init__(self, gate: Gate) -> None:
+        # The gate's GateLock keeps its threading lock as _lock.
+        self._lock: Any = private(gate)._lock._lock
+        private(gate)._lock._lock = self
+        self._function: str | None = None
+        self._skip = 0
+        self._action: Callable[[], None] | None = None
+        self._error: BaseException | None = None
+        self.fired = False
+
+    def at(self, function: str, action: Callable[[], None], occurrence: int = 0) -> None:
+        """Run ``action`` when ``function`` next holds the lock (its ``occurrence``-th time)."""
+        self._function = function
+        self._skip = occurrence
+        self._action = action
+        self.fired = False
+
+    def check(self) -> None:
+        """Fail if the action did not run, or re-raise what it raised."""
+        assert self.fired, f"{self._function}() never took the lock: the test needs updating"
+        if self._error is not None:
+            raise self._error
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got: bool = self._lock.acquire(blocking, timeout)
+        if got:
+            self._held_by(sys._getframe(1))
+        return got
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def _is_owned(self) -> bool:
+        return bool(self._lock._is_owned())
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self._held_by(sys._getframe(1))
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+    def _held_by(self, frame: FrameType) -> None:
+        # The gate takes its lock through helpers: name the function they serve.
+        while frame.f_code.co_name in LOCK_HELPERS and frame.f_back is not None:
+            frame = frame.f_back
+        if self._action is None or frame.f_code.co_name != self._function:
+            return
+        if self._skip:
+            self._skip -= 1
+            return
+        action, self._action = self._action, None
+        self.fired = True
+        try:
+            action()
+        except BaseException as exc:  # raised from check(): the lock must stay balanced
+            self._error = exc
+
+
+class Warned(logging.Handler):
+    """The slow-close warnings of the ``anygate`` logger: when each came, and
+    an event set, in the loop that warns, by the first. The ``warned`` fixture
+    (conftest.py) installs one for a test."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.times: list[float] = []
+        self.event = anyio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "is taking longer than expected" in record.getMessage():
+            self.times.append(time.monotonic())
+            self.event.set()
+
+    async def wait(self) -> None:
+        await self.event.wait()

@@ -65,7 +65,7 @@ class TestSdist:
             *(f"src/anygate/{name}" for name in [*MODULES, "py.typed"]),
             *(f"stubs/anygate/{name}" for name in STUBS),
             "tests/conftest.py",
-            "tests/test_gate.py",
+            "tests/test_enter.py",
         ]
         missing = [name for name in expected if f"{prefix}/{name}" not in names]
         assert missing == []

@@ -1,32 +1,41 @@
-"""What a gate tells about itself: statistics that do not lie.
-
-Issue 17, failure 6 (its first two parts). The old core's ``statistics()`` read
-``count``, then the holders, so that a holder entering in another thread between
-the two reads made one snapshot list more named holders than its count; and
-``GateStatistics.children`` was documented as the open child gates while it
-counted closed children still draining too.
-"""
+"""What a gate tells: statistics, holders, the slow-close warning and its log."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
 import itertools
-import os
+import logging
 import pkgutil
 import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import anyio.to_thread
 import pytest
+from anyio import create_task_group, wait_all_tasks_blocked
 
 import anygate
-from anygate import Gate, GateGuard, GateStatistics
-from helpers import in_thread
+import anygate._guards
+from anygate import Gate, GateClosed, GateGuard, GateStatistics, Holder
+from helpers import (
+    ANYGATE_DIR,
+    GRACE,
+    Block,
+    Closer,
+    Warned,
+    in_thread,
+    no_hang,
+    private,
+    until,
+    watchers,
+)
 
-#: Where anygate's code lives: a frame whose code is there is the gate's own.
-ANYGATE_DIR = os.path.dirname(anygate.__file__) + os.sep
+pytestmark = pytest.mark.anyio
 
 
 class StepsBetweenLines:
@@ -89,6 +98,264 @@ SCRIPTS = {
 }
 
 
+def documented(cls: type, field: str) -> str:
+    """The ``#:`` comment above ``field`` in the class body of ``cls``, as the
+    reference shows it; the class is looked up in anygate's own modules, since
+    its ``__module__`` says ``anygate``."""
+    for module in pkgutil.iter_modules(anygate.__path__):
+        source = inspect.getsource(importlib.import_module(f"anygate.{module.name}"))
+        lines = source.splitlines()
+        try:
+            start = lines.index(f"class {cls.__name__}:")
+        except ValueError:
+            continue
+        body = lines[start + 1 :]
+        at = next(i for i, line in enumerate(body) if line.strip().startswith(f"{field}:"))
+        comment: list[str] = []
+        for line in reversed(body[:at]):
+            if not line.strip().startswith("#:"):
+                break
+            comment.insert(0, line.strip()[2:].strip())
+        return " ".join(comment)
+    raise LookupError(f"class {cls.__name__} is in no module of anygate")
+
+
+async def _acquire_refused(gate: Gate) -> None:
+    with pytest.raises(GateClosed):
+        await gate.acquire()
+
+
+async def _acquire_once(gate: Gate) -> None:
+    async with gate.acquire():
+        pass
+
+
+class TestSlowCloseWarning:
+    async def test_counts_from_the_end_of_the_grace(
+        self, caplog: pytest.LogCaptureFixture, warned: Warned
+    ) -> None:
+        caplog.set_level(logging.INFO, "anygate")
+        gate = Gate("g", warn_after=0)
+        guard = gate.enter("slow")
+        block = Block(gate)
+        async with create_task_group() as tg:
+            tg.start_soon(block.run)
+            await block.entered.wait()
+
+            async def close() -> None:
+                await gate.close(grace=GRACE)
+
+            tg.start_soon(close)
+            await wait_all_tasks_blocked()
+            # Inside the grace period: going as planned, nothing to warn about.
+            assert "taking longer" not in caplog.text
+            await block.ended.wait()
+            with anyio.fail_after(5):
+                await warned.wait()
+            guard.release()
+        assert "'slow' kept gate 'g' from closing" in caplog.text
+        assert "closing gate 'g' completed after" in caplog.text
+
+    async def test_names_the_closer_only_when_it_may_hold(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.INFO, "anygate")
+        gate = Gate("g", warn_after=0)
+        block = Block(gate)
+        async with create_task_group() as tg:
+            tg.start_soon(block.run)
+            await block.entered.wait()
+            tg.start_soon(gate.close)
+            await wait_all_tasks_blocked()
+            block.stop.set()
+        # The one hold is a cancellable block in another task: not the closer's.
+        assert "taking longer" in caplog.text
+        assert "waits forever if it holds the gate itself" not in caplog.text
+
+        caplog.clear()
+        other = Gate("h", warn_after=0)
+        guard = other.enter()
+        async with create_task_group() as tg:
+            tg.start_soon(other.close)
+            await wait_all_tasks_blocked()
+            guard.release()
+        assert "waits forever if it holds the gate itself" in caplog.text
+
+
+class TestStatistics:
+    async def test_with_waiters(self) -> None:
+        gate = Gate("pool", limit=1)
+        guard = gate.enter("first")
+        assert gate.try_enter() is None
+        async with create_task_group() as tg:
+            tg.start_soon(_acquire_once, gate)
+            tg.start_soon(_acquire_once, gate)
+            await wait_all_tasks_blocked()
+            stats = gate.statistics()
+            assert isinstance(stats, GateStatistics)
+            assert stats.count == 1
+            assert not stats.closed
+            assert stats.limit == 1
+            assert stats.tasks_waiting == 2
+            assert stats.holders == (Holder("first", stats.holders[0].held_for),)
+            assert stats.refused == 1
+            assert stats.children == 0
+            assert stats.last_close_duration is None
+            guard.release()
+        stats = gate.statistics()
+        assert (stats.count, stats.tasks_waiting) == (0, 0)
+        await gate.close()
+        stats = gate.statistics()
+        assert stats.closed
+        assert stats.last_close_duration is not None
+        with pytest.raises(AttributeError):
+            stats.count = 3  # type: ignore[misc]
+
+    async def test_waiters_refused_by_a_close_count_as_refused(self) -> None:
+        gate = Gate(limit=1)
+        guard = gate.enter()
+        async with create_task_group() as tg:
+            for _ in range(2):
+                tg.start_soon(_acquire_refused, gate)
+            await wait_all_tasks_blocked()
+            assert gate.statistics().refused == 0  # waiting is not being refused
+            gate.close_nowait()
+        assert gate.statistics().refused == 2
+        guard.release()
+
+
+class TestHolders:
+    async def test_named_holders_oldest_first(self) -> None:
+        gate = Gate()
+        first = gate.enter("first")
+        gate.enter().release()
+        anonymous = gate.enter()
+        second = gate.enter("second")
+        third = first.clone("third")
+        holders = gate.holders()
+        assert [h.name for h in holders] == ["first", "second", "third"]
+        assert all(type(h) is Holder and h.held_for >= 0 for h in holders)
+        assert holders[0].held_for >= holders[1].held_for >= holders[2].held_for
+        second.release()
+        assert [h.name for h in gate.holders()] == ["first", "third"]
+        for guard in (first, anonymous, third):
+            guard.release()
+        assert gate.holders() == []
+
+
+class TestSlowCloseLog:
+    async def test_warning_names_the_holders(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.INFO, logger="anygate")
+        gate = Gate("tenant 42", warn_after=0)
+        older, newer, anonymous = gate.enter("GET /a"), gate.enter("GET /b"), gate.enter()
+        closer = Closer(gate)
+        async with create_task_group() as tg:
+            tg.start_soon(closer.run)
+            await wait_all_tasks_blocked()
+            [warning] = caplog.records
+            assert (warning.name, warning.levelno) == ("anygate", logging.WARNING)
+            message = warning.getMessage()
+            assert "closing gate 'tenant 42' is taking longer than expected" in message
+            assert "3 still held; named holders, oldest first: 'GET /a' (" in message
+            assert message.index("'GET /a'") < message.index("'GET /b'")
+            caplog.clear()
+            newer.release()
+            [late] = caplog.records
+            assert late.levelno == logging.INFO
+            assert "'GET /b' kept gate 'tenant 42' from closing for" in late.getMessage()
+            caplog.clear()
+            anonymous.release()
+            assert caplog.records == []
+            older.release()
+        assert closer.done
+        messages = [r.getMessage() for r in caplog.records]
+        assert messages[0].startswith("'GET /a' kept gate 'tenant 42' from closing")
+        assert messages[1].startswith("closing gate 'tenant 42' completed after")
+        assert caplog.records[1].levelno == logging.INFO
+
+    async def test_at_most_twenty_listed(self, caplog: pytest.LogCaptureFixture) -> None:
+        gate = Gate(warn_after=0)
+        guards = [gate.enter(f"h{i:02}") for i in range(25)]
+        async with create_task_group() as tg:
+            tg.start_soon(gate.close)
+            await wait_all_tasks_blocked()
+            [warning] = caplog.records
+            message = warning.getMessage()
+            assert "'h19'" in message
+            assert "'h20'" not in message
+            assert "and 5 more" in message
+            for guard in guards:
+                guard.release()
+
+    async def test_no_warning_when_turned_off(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.INFO, logger="anygate")
+        gate = Gate(warn_after=None)
+        guard = gate.enter("x")
+        async with create_task_group() as tg:
+            tg.start_soon(gate.close)
+            await wait_all_tasks_blocked()
+            guard.release()
+        assert caplog.records == []
+
+    async def test_no_warning_for_a_quick_close(self, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.INFO, logger="anygate")
+        gate = Gate(warn_after=3600)
+        guard = gate.enter("x")
+        async with create_task_group() as tg:
+            tg.start_soon(gate.close)
+            await wait_all_tasks_blocked()
+            guard.release()
+        assert caplog.records == []
+
+
+class TestSlowCloseWarningWaiter:
+    async def test_once_counted_from_a_tightened_grace_with_waiters_in_a_tree(
+        self, warned: Warned
+    ) -> None:
+        root = Gate("tenant", warn_after=0.05)
+        child = Gate("child", parent=root, warn_after=0.05)
+        block = Block(child)
+        plain = child.enter("plain")  # outlives the grace
+        closers = [Closer(root), Closer(root), Closer(child)]
+        with no_hang("the warning"):
+            async with create_task_group() as tg:
+                tg.start_soon(block.run)
+                await block.entered.wait()
+                for closer in closers:
+                    tg.start_soon(closer.run)
+                await until(lambda: len(watchers(child)) == 3)
+                root.close_nowait(grace=GRACE)  # warning now counts from here
+                deadline = private(root)._closing.deadline
+                await block.ended.wait()
+                await warned.event.wait()
+                root.close_nowait(grace=0)  # a later tightening warns no more
+                await wait_all_tasks_blocked()
+                plain.release()
+        # One for the root's close, one for the child's.
+        assert len(warned.times) == 2
+        assert min(warned.times) >= deadline + 0.05 - 0.002
+        assert all(closer.done for closer in closers)
+
+
+class TestStatisticsDoNotLie:
+    async def test_an_acquire_that_waits_is_not_refused(self) -> None:
+        gate = Gate("g", limit=1)
+        holder = gate.enter()
+        async with create_task_group() as tg:
+
+            async def acquire() -> None:
+                async with gate.acquire():
+                    pass
+
+            tg.start_soon(acquire)
+            await wait_all_tasks_blocked()
+            holder.release()
+        assert gate.statistics().refused == 0
+        with gate.enter():
+            assert gate.try_enter() is None
+        assert gate.statistics().refused == 1
+
+
 class TestStatisticsIsOneSnapshot:
     """Another thread enters and releases named holds between any two lines of
     ``statistics()`` (and of what it calls in anygate): at every line, and for
@@ -121,28 +388,6 @@ class TestStatisticsIsOneSnapshot:
             for guard in holds.guards.values():
                 guard.release()
         assert wrong == [], "\n".join(wrong)
-
-
-def documented(cls: type, field: str) -> str:
-    """The ``#:`` comment above ``field`` in the class body of ``cls``, as the
-    reference shows it; the class is looked up in anygate's own modules, since
-    its ``__module__`` says ``anygate``."""
-    for module in pkgutil.iter_modules(anygate.__path__):
-        source = inspect.getsource(importlib.import_module(f"anygate.{module.name}"))
-        lines = source.splitlines()
-        try:
-            start = lines.index(f"class {cls.__name__}:")
-        except ValueError:
-            continue
-        body = lines[start + 1 :]
-        at = next(i for i, line in enumerate(body) if line.strip().startswith(f"{field}:"))
-        comment: list[str] = []
-        for line in reversed(body[:at]):
-            if not line.strip().startswith("#:"):
-                break
-            comment.insert(0, line.strip()[2:].strip())
-        return " ".join(comment)
-    raise LookupError(f"class {cls.__name__} is in no module of anygate")
 
 
 class TestChildrenCountsWhatItSays:

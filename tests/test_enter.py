@@ -1,26 +1,37 @@
-"""The counter's rule over every way to hold a gate.
-
-The rule is written once (``GateCore._count`` and ``GateGuard._release``), and
-copied inline on the hot paths, each copy marked ``HOT COPY``: these tests run
-each way to hold through the same three checks, so that every copy is held to
-the rule: a hold counts while it lasts, a closed gate refuses it (a clone is
-admitted, being part of work already admitted), and a close waits for it.
-"""
+"""Entering a gate: guards, clones, ``with gate:``, bad values, and the
+counter's rule over every way to hold."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
-from anyio import create_task_group, wait_all_tasks_blocked
+from anyio import CancelScope, create_task_group, wait_all_tasks_blocked
 from anyio.abc import TaskStatus
 
 from anygate import Gate, GateClosed, GateGuard, gated
 from helpers import Closer, no_hang, raises_in_group
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
+import ast
+import copy
+import gc
+import math
+import pickle
+from pathlib import Path
+
+import anyio.to_thread
+
+from helpers import fail
+
 pytestmark = pytest.mark.anyio
+
 
 Way = Callable[[Gate], AbstractAsyncContextManager[None]]
 
@@ -231,8 +242,377 @@ def clone_of(name: str | None, cancellable: bool = False) -> Way:
 
 
 BASES: dict[Gate, GateGuard] = {}
+
+
 CLONES = [clone_of(None), clone_of("named"), clone_of("cancellable", cancellable=True)]
+
+
 EVERY_WAY = [pytest.param(way, id=way.__name__) for way in [*ENTRIES, *CLONES]]
+
+
+def hold_with_gate(gate: Gate) -> AbstractAsyncContextManager[Any]:
+    @asynccontextmanager
+    async def hold() -> AsyncIterator[None]:
+        with gate:
+            yield
+
+    return hold()
+
+
+def hold_with_enter(gate: Gate) -> AbstractAsyncContextManager[Any]:
+    return gate.enter()
+
+
+def hold_named(gate: Gate) -> AbstractAsyncContextManager[Any]:
+    return gate.enter("named")
+
+
+def hold_cancellable(gate: Gate) -> AbstractAsyncContextManager[Any]:
+    return gate.enter("cancellable", cancellable=True)
+
+
+def hold_acquired(gate: Gate) -> AbstractAsyncContextManager[Any]:
+    return gate.acquire("acquired")
+
+
+HOLDS = [
+    pytest.param(hold_with_gate, id="with gate"),
+    pytest.param(hold_with_enter, id="enter()"),
+    pytest.param(hold_named, id="enter(name)"),
+    pytest.param(hold_cancellable, id="enter(cancellable)"),
+    pytest.param(hold_acquired, id="acquire()"),
+]
+
+
+Hold = Callable[[Gate], AbstractAsyncContextManager[Any]]
+
+
+class TestCreate:
+    def test_needs_no_event_loop(self) -> None:
+        gate = Gate("tenant")
+        assert gate.name == "tenant"
+        assert gate.count == 0
+        assert not gate.closed
+        gate.enter().release()
+
+    def test_unnamed(self) -> None:
+        assert Gate().name is None
+
+    def test_name_must_be_a_string(self) -> None:
+        with pytest.raises(TypeError, match="name must be a str or None, not int"):
+            Gate(42)  # type: ignore[arg-type]
+
+    def test_repr(self) -> None:
+        gate = Gate("t")
+        guard = gate.enter("h")
+        assert repr(gate) == "<Gate 't' open, count=1>"
+        assert repr(guard) == "<GateGuard 'h' held on <Gate 't' open, count=1>>"
+        guard.release()
+        assert repr(Gate()) == "<Gate open, count=0>"
+
+    def test_reused_across_runs_and_backends(self) -> None:
+        gate = Gate("shared")
+
+        async def hold_and_close() -> None:
+            guard = gate.enter()
+            async with create_task_group() as tg:
+                tg.start_soon(gate.close)
+                await wait_all_tasks_blocked()
+                assert gate.closed
+                guard.release()
+            assert gate.count == 0
+            gate.reopen()
+
+        for backend, options in [
+            ("asyncio", {}),
+            ("trio", {}),
+            ("asyncio", {"use_uvloop": True}),
+            ("trio", {}),
+            ("asyncio", {}),
+        ]:
+            anyio.run(hold_and_close, backend=backend, backend_options=options)
+
+
+class TestEnter:
+    async def test_counts_until_released(self) -> None:
+        gate = Gate()
+        first = gate.enter()
+        second = gate.enter("second")
+        assert gate.count == 2
+        assert (first.gate, first.name, second.name) == (gate, None, "second")
+        released = [first.released]
+        first.release()
+        released.append(first.released)
+        assert released == [False, True]
+        assert gate.count == 1
+        second.release()
+        assert gate.count == 0
+
+    async def test_release_is_idempotent(self) -> None:
+        gate = Gate()
+        other = gate.enter()
+        guard = gate.enter()
+        guard.release()
+        guard.release()
+        with guard:
+            pass
+        assert gate.count == 1
+        other.release()
+
+    async def test_guard_as_context_manager(self) -> None:
+        gate = Gate()
+        with gate.enter() as guard:
+            assert isinstance(guard, GateGuard)
+            assert gate.count == 1
+        assert guard.released
+        async with gate.enter() as guard:
+            assert gate.count == 1
+        assert guard.released
+        assert gate.count == 0
+
+    async def test_guard_releases_on_error(self) -> None:
+        gate = Gate()
+        error = ValueError("boom")
+        with pytest.raises(ValueError, match="boom") as caught, gate.enter():
+            raise error
+        assert caught.value is error
+        with pytest.raises(ValueError, match="boom"):
+            async with gate.enter():
+                raise error
+        assert gate.count == 0
+
+    async def test_with_gate(self) -> None:
+        gate = Gate()
+        with gate:
+            with gate:
+                assert gate.count == 2
+            assert gate.count == 1
+        async with gate:
+            assert gate.count == 1
+        with pytest.raises(KeyError), gate:
+            raise KeyError
+        with pytest.raises(KeyError):
+            async with gate:
+                raise KeyError
+        assert gate.count == 0
+
+    async def test_try_enter(self) -> None:
+        gate = Gate()
+        guard = gate.try_enter("x")
+        assert guard is not None
+        assert guard.name == "x"
+        guard.release()
+        await gate.close()
+        assert gate.try_enter() is None
+        assert gate.count == 0
+
+    @pytest.mark.parametrize("how", ["enter", "try_enter", "clone"])
+    async def test_name_must_be_a_string(self, how: str) -> None:
+        gate = Gate()
+        source = gate.enter()
+        with pytest.raises(TypeError, match="name must be a str or None, not bytes"):
+            if how == "enter":
+                gate.enter(b"x")  # type: ignore[arg-type]
+            elif how == "try_enter":
+                gate.try_enter(b"x")  # type: ignore[arg-type]
+            else:
+                source.clone(b"x")  # type: ignore[arg-type]
+        assert gate.count == 1
+        source.release()
+
+    async def test_guards_are_made_by_the_gate(self) -> None:
+        with pytest.raises(TypeError, match=r"made by Gate\.enter\(\)"):
+            GateGuard()
+
+        class Mine(GateGuard):  # type: ignore[misc]
+            pass
+
+        with pytest.raises(TypeError, match=r"made by Gate\.enter\(\)"):
+            Mine()
+        gc.collect()  # the half-built guard's __del__ stays quiet
+
+    @pytest.mark.parametrize("copier", [copy.copy, copy.deepcopy, pickle.dumps])
+    async def test_guards_cannot_be_copied(self, copier: Callable[[object], object]) -> None:
+        # A copy would share the guard's one hold: released twice, the count
+        # would drop below the holds still kept.
+        gate = Gate()
+        other = gate.enter()
+        for name, cancellable in [(None, False), ("n", False), ("c", True)]:
+            guard = gate.enter(name, cancellable=cancellable)
+            with pytest.raises(TypeError, match=r"not copied or pickled: clone\(\)"):
+                copier(guard)
+            guard.release()
+            assert gate.count == 1
+        other.release()
+
+    async def test_every_guard_is_a_gate_guard(self) -> None:
+        gate = Gate("g")
+        for guard in (gate.enter(), gate.enter("n"), gate.enter("c", cancellable=True)):
+            assert isinstance(guard, GateGuard)
+            assert repr(guard).startswith("<GateGuard")
+            guard.release()
+        async with gate.acquire() as guard:
+            assert isinstance(guard, GateGuard)
+
+    async def test_unbalanced_exit_is_refused(self) -> None:
+        gate = Gate()
+        with pytest.raises(RuntimeError, match="exited more often than entered"):
+            gate.__exit__(None, None, None)
+        assert gate.count == 0
+        with gate:
+            assert gate.count == 1
+
+
+class TestClone:
+    async def test_clone_on_closed_gate(self) -> None:
+        gate = Gate()
+        parent = gate.enter("parent")
+        closer = Closer(gate)
+        async with create_task_group() as tg:
+            tg.start_soon(closer.run)
+            await wait_all_tasks_blocked()
+            child = parent.clone("child")
+            assert (child.gate, child.name, gate.count) == (gate, "child", 2)
+            parent.release()
+            await wait_all_tasks_blocked()
+            assert not closer.done
+            grandchild = child.clone()
+            child.release()
+            await wait_all_tasks_blocked()
+            assert not closer.done
+            grandchild.release()
+        assert closer.done
+
+    async def test_clone_of_released_guard(self) -> None:
+        gate = Gate()
+        guard = gate.enter("h")
+        guard.release()
+        with pytest.raises(RuntimeError, match=r"cannot clone .*'h' released"):
+            guard.clone()
+        assert gate.count == 0
+
+
+class TestLeakedGuard:
+    async def test_collected_guard_is_released_with_a_warning(self) -> None:
+        gate = Gate("tenant")
+        closer = Closer(gate)
+        async with create_task_group() as tg:
+            tg.start_soon(closer.run)
+            # close() is blocked until the leaked guard is collected.
+            guard: GateGuard | None = gate.enter("cyclic")
+            cycle: list[object] = [guard]
+            cycle.append(cycle)
+            del guard
+            await wait_all_tasks_blocked()
+            assert not closer.done
+            with pytest.warns(ResourceWarning, match="'cyclic' held on <Gate 'tenant'"):
+                del cycle
+                gc.collect()
+        assert closer.done
+
+    def test_warning_names_holder(self) -> None:
+        gate = Gate("tenant")
+        with pytest.warns(ResourceWarning, match="'leaky' held on <Gate 'tenant'"):
+            gate.enter("leaky")
+        assert gate.count == 0
+
+
+class TestIsolation:
+    def test_implementation_imports_only_anyio(self) -> None:
+        source = Path(__file__).parent.parent / "src" / "anygate"
+        forbidden = {"asyncio", "trio", "sniffio", "uvloop"}
+        for path in source.glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    names = [node.module or ""]
+                else:
+                    continue
+                for name in names:
+                    assert name.split(".")[0] not in forbidden, f"{path.name} imports {name}"
+
+
+class TestBadValues:
+    @pytest.mark.parametrize("limit", [0, -1])
+    def test_limit_below_one(self, limit: int) -> None:
+        with pytest.raises(ValueError, match=f"limit must be at least 1, not {limit}"):
+            Gate(limit=limit)
+
+    @pytest.mark.parametrize("limit", ["2", 2.0, True])
+    def test_limit_not_an_int(self, limit: object) -> None:
+        with pytest.raises(TypeError, match="limit must be an int or None"):
+            Gate(limit=limit)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("seconds", [-1, -0.5, math.nan, -math.inf])
+    def test_warn_after_out_of_range(self, seconds: float) -> None:
+        with pytest.raises(ValueError, match="warn_after must be a number of seconds >= 0"):
+            Gate(warn_after=seconds)
+
+    @pytest.mark.parametrize("seconds", ["1", True, [1]])
+    def test_warn_after_not_a_number(self, seconds: object) -> None:
+        with pytest.raises(TypeError, match="warn_after must be a number of seconds or None"):
+            Gate(warn_after=seconds)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("grace", [-1, math.nan, "5", False])
+    async def test_bad_grace_leaves_the_gate_open(self, grace: object) -> None:
+        gate = Gate()
+        with pytest.raises((ValueError, TypeError), match="grace must be a number of seconds"):
+            gate.close(grace=grace).close()  # type: ignore[arg-type]
+        assert not gate.closed
+
+    def test_infinite_grace_is_no_grace(self) -> None:
+        gate = Gate(warn_after=math.inf)
+        gate.close(grace=math.inf).close()
+        assert gate.closed
+
+
+@pytest.mark.parametrize("hold", HOLDS)
+class TestErrorsInHeldBlocks:
+    async def test_exception_passes_through_unchanged(self, hold: Hold) -> None:
+        gate = Gate(limit=2)
+        raised: list[BaseException] = []
+        with pytest.raises(ValueError, match="second") as info:
+            async with hold(gate):
+                try:
+                    fail()
+                except ValueError as exc:
+                    raised.append(exc)
+                    raise
+        assert info.value is raised[0]
+        assert isinstance(info.value.__context__, KeyError)
+        assert info.traceback[-1].name == "fail"
+        assert gate.count == 0
+
+    async def test_exception_group_is_not_wrapped_again(self, hold: Hold) -> None:
+        gate = Gate(limit=2)
+        raised: list[BaseException] = []
+
+        async def child() -> None:
+            fail()
+
+        with pytest.raises(ExceptionGroup) as info:
+            async with hold(gate):
+                try:
+                    async with create_task_group() as tg:
+                        tg.start_soon(child)
+                except ExceptionGroup as group:
+                    raised.append(group)
+                    raise
+        assert info.value is raised[0]
+        [error] = info.value.exceptions
+        assert isinstance(error, ValueError)
+        assert gate.count == 0
+
+    async def test_cancellation_releases(self, hold: Hold) -> None:
+        gate = Gate(limit=2)
+        with CancelScope() as scope:
+            async with hold(gate):
+                assert gate.count == 1
+                scope.cancel()
+                await anyio.sleep_forever()
+        assert scope.cancelled_caught
+        assert gate.count == 0
 
 
 class TestEveryWayToHold:

@@ -122,7 +122,7 @@ class Task:
         assert self.result is None
 
 
-class Block:
+class ModelBlock:
     """A task holding a cancellable guard in a block until told to stop.
 
     Poked, it reports the deadline it runs under, which is how the model sees
@@ -179,7 +179,7 @@ class Waiter:
 
     name: str
     task: Task
-    block: Block | None = None
+    block: ModelBlock | None = None
     #: Whichever came first: cancelled, admitted or refused; None while waiting.
     fate: str | None = None
     #: Whether the gate counted a hold for it (admitted, even if cancelled first).
@@ -257,9 +257,9 @@ class GateModel(RuleBasedStateMachine):
         self.waiters: list[Waiter] = []
         # Waiters admitted or refused, whose tasks have yet to be looked at.
         self.settling: list[Waiter] = []
-        self.blocks: list[Block] = []
+        self.blocks: list[ModelBlock] = []
         # Blocks whose close's grace has run out: cancelled, about to let go.
-        self.doomed: list[Block] = []
+        self.doomed: list[ModelBlock] = []
         # Tasks in wait_closing() on the open gate.
         self.closing_waiters: list[Task] = []
         # Tasks that must have returned by the end of the step.
@@ -287,9 +287,9 @@ class GateModel(RuleBasedStateMachine):
 
     def block(
         self, prefix: str, enter: Callable[[str], AbstractAsyncContextManager[GateGuard]]
-    ) -> Block:
+    ) -> ModelBlock:
         name = self.name(prefix)
-        block = Block(self.portal, name, partial(enter, name))
+        block = ModelBlock(self.portal, name, partial(enter, name))
         self.tasks.append(block.task)
         return block
 
