@@ -59,6 +59,10 @@ def private(obj: object) -> Any:
     return obj
 
 
+#: Seconds a loop's timer may fire early by time.monotonic(): uvloop reads its
+#: clock once an iteration, in whole milliseconds.
+CLOCK_SLACK = 0.002
+
 #: Seconds before a wait that must end is called hung. Far above any wakeup's
 #: latency: it only matters when a wakeup is lost, and then the test fails.
 HANG = 5.0
