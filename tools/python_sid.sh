@@ -105,8 +105,11 @@ mkdir -p "$sid"
 say "building a Debian $suite chroot with ${packages[*]} in $root"
 start=$SECONDS
 # sid's index carries a Valid-Until date that a mirror frozen in time has passed.
+# apt's _apt user cannot reach a chroot under /root: apt downloads as root, as
+# it would anyway, without warning that it does.
 mmdebstrap --mode=root --variant=minbase \
     --aptopt='Acquire::Check-Valid-Until "false"' \
+    --aptopt='APT::Sandbox::User "root"' \
     --include="$packages_csv" \
     "$suite" "$new" "$mirror" \
     || die "mmdebstrap could not build a $suite chroot with ${packages[*]}: see its log above"
