@@ -93,7 +93,7 @@ PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
 pyenv_newest = $(lastword $(shell ls -d $(PYENV_ROOT)/versions/$(1).*/bin 2>/dev/null \
 	| grep -E '/[0-9.]+$(2)/bin$$' | sort -V))
 MATRIX_BINS := $(foreach v,3.10 3.11 3.12 3.13 3.14 3.15,$(call pyenv_newest,$(v)))
-MATRIX_BINS += $(call pyenv_newest,3.13,t)
+MATRIX_BINS += $(call pyenv_newest,3.13,t) $(call pyenv_newest,3.14,t)
 empty :=
 space := $(empty) $(empty)
 matrix: $(VENV)/.test

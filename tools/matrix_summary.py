@@ -20,6 +20,7 @@ HINTS = {
     "3.13t": "`make python-ft` builds one",
     "3.14": "`make python-sid` gets one",
     "3.15": "`make python-sid` gets one",
+    "3.14t": "`pyenv install 3.14t` gets one where python.org is reachable",
 }
 PACKAGES = ("anyio", "trio", "uvloop", "hypothesis", "pytest")
 
