@@ -429,9 +429,9 @@ class GateCore:
                     f"{holder} that holds it: it would wait for itself forever"
                 )
 
-    def _forget(self, record: Record) -> None:
-        """A named holder is releasing: forget it, and log a late release."""
-        self._records.pop(record, None)
+    def _log_late_release(self, record: Record) -> None:
+        """A named holder, forgotten already, is releasing a closed gate: log it
+        if the close was slow enough to warn."""
         closing = self._closing
         if closing is not None and closing.warned_at is not None and record.name is not None:
             log_late_release(self._name, record, closing.started)

@@ -34,7 +34,7 @@ class GuardedGate(Protocol):
     _closing: Closing | None
 
     def _settle(self, soon: bool = False) -> None: ...
-    def _forget(self, record: Record) -> None: ...
+    def _log_late_release(self, record: Record) -> None: ...
 
 
 # Not @final at runtime only for its private subclasses; the stubs forbid subclassing.
@@ -273,7 +273,7 @@ class NamedGuard(GateGuard):
         record = self._record
         gate._records.pop(record, None)
         if gate._closing is not None:
-            gate._forget(record)  # and log a late release
+            gate._log_late_release(record)
         # HOT COPY of GateGuard._release, from here on.
         try:
             self._holds = None
