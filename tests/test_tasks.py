@@ -364,6 +364,55 @@ class TestStartSoon:
         assert gate.count == 0
 
 
+class Dropping:
+    """A task starter that drops each task before it starts, as a task group
+    does with a task cancelled before its first step."""
+
+    def start_soon(self, func: Callable[..., Any], /, *args: Any, name: Any = None) -> None:
+        func(*args).close()
+
+    async def start(self, func: Callable[..., Any], /, *args: Any, name: Any = None) -> Any:
+        raise NotImplementedError
+
+
+class TestStartSoonDroppedBeforeItStarts:
+    """A task never started cannot release its hold: its guard does, when its
+    coroutine is freed, with a ResourceWarning, and the close returns."""
+
+    @pytest.mark.parametrize("name", [None, "job"])
+    @pytest.mark.parametrize("cancellable", [False, True])
+    async def test_released_when_its_coroutine_is_freed(
+        self, name: str | None, cancellable: bool
+    ) -> None:
+        gate = Gate("g")
+        with pytest.warns(ResourceWarning, match="garbage-collected without being released"):
+            gate.start_soon(Dropping(), anyio.sleep_forever, name=name, cancellable=cancellable)
+            gc.collect()
+        assert gate.count == 0
+        assert gate.holders() == []
+        with no_hang("close() after a task dropped before it started"):
+            await gate.close()
+
+    async def test_a_started_task_leaves_no_guard_behind(self) -> None:
+        """An unnamed task's guard hands its hold to the task as it starts."""
+        gate = Gate("g")
+        running = anyio.Event()
+        stop = anyio.Event()
+
+        async def work() -> None:
+            running.set()
+            await stop.wait()
+
+        async with create_task_group() as tg:
+            gate.start_soon(tg, work)
+            await running.wait()
+            guards = [o for o in gc.get_objects() if type(o).__name__ == "UnnamedGuard"]
+            assert [g for g in guards if g.gate is gate] == []
+            assert gate.count == 1
+            stop.set()
+        assert gate.count == 0
+
+
 class TestGuardedErrors:
     async def test_exception_passes_through_unchanged(self) -> None:
         gate = Gate()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from functools import partial
 from time import monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -329,7 +330,10 @@ class Gate(GateCore):
         The gate is entered here, before the task is scheduled: a closed gate
         raises :exc:`GateClosed` in the caller, and a close waits for the task
         even if it has not started yet. The hold ends when the task ends, by
-        returning, raising or being cancelled.
+        returning, raising or being cancelled. A task that the task group drops
+        before it starts (cancelled before its first step, which anyio's and
+        trio's task groups never do) is released when it is garbage-collected,
+        with a :exc:`ResourceWarning`, as a leaked guard is.
 
         :param task_group: an anyio task group, a trio nursery, or anything with
             their ``start_soon`` and ``start``
@@ -345,23 +349,26 @@ class Gate(GateCore):
         if name is None and not cancellable:
             # HOT COPY of GateCore._count, for an unnamed guard: a task's
             # start is the hot path here.
-            guard: GateGuard = UnnamedGuard()
-            guard._gate = self
+            unnamed = UnnamedGuard()
+            unnamed._gate = self
             holds = self._holds
             holds.append(None)
-            guard._holds = holds
+            unnamed._holds = holds
             if self._closed_or_bounded:
                 error = self._refusal()
                 if error is not None:
-                    guard._holds = None
+                    unnamed._holds = None
                     self._refuse()
                     raise error
+            guard: GateGuard = unnamed
+            # The guard hands its hold to the task as it starts (see _run).
+            run: Callable[..., Coroutine[Any, Any, None]] = unnamed._run
         else:
             guard = self.enter(name, cancellable=cancellable)
-        run = _tasks._run_cancellable if cancellable else _tasks._run_holding
+            run = partial(_tasks._run_cancellable if cancellable else _tasks._run_holding, guard)
         task_name = name if name is not None else getattr(func, "__qualname__", None)
         try:
-            task_group.start_soon(run, guard, func, *args, name=task_name)
+            task_group.start_soon(run, func, *args, name=task_name)
         except BaseException:
             guard.release()
             raise

@@ -99,11 +99,18 @@ async def _run_holding(
     func: Callable[[Unpack[_PosArgsT]], Awaitable[Any]],
     *args: Unpack[_PosArgsT],
 ) -> None:
-    """Run a task started by :meth:`Gate.start_soon`, then release its guard."""
+    """Run a task started by :meth:`Gate.start_soon` with a name, then release
+    its guard (an unnamed one runs ``UnnamedGuard._run``)."""
     try:
         await func(*args)
     finally:
-        guard.release()
+        try:
+            guard.release()
+        except BaseException:
+            # Interrupted before the hold was dropped: nobody else can release
+            # it, so finish the release before the interrupt goes on.
+            guard.release()
+            raise
 
 
 async def _run_cancellable(
@@ -112,8 +119,14 @@ async def _run_cancellable(
     *args: Unpack[_PosArgsT],
 ) -> None:
     """Run a task started by ``start_soon(cancellable=True)`` in its guard's block."""
-    with guard:
-        await func(*args)
+    try:
+        with guard:
+            await func(*args)
+    except BaseException:
+        # The block's exit may have been interrupted before it dropped the
+        # hold (see _run_holding); a second release finishes it, or does nothing.
+        guard.release()
+        raise
 
 
 class _Handoff:

@@ -196,7 +196,10 @@ class Gate:
         The gate is entered here, before the task is scheduled: a closed gate
         raises :exc:`GateClosed` in the caller, and a close waits for the task
         even if it has not started yet. The hold ends when the task ends, by
-        returning, raising or being cancelled.
+        returning, raising or being cancelled. A task that the task group drops
+        before it starts (cancelled before its first step, which anyio's and
+        trio's task groups never do) is released when it is garbage-collected,
+        with a :exc:`ResourceWarning`, as a leaked guard is.
 
         :param task_group: an anyio task group, a trio nursery, or anything with
             their ``start_soon`` and ``start``
