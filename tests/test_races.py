@@ -21,7 +21,7 @@ import time
 import warnings
 import weakref
 from asyncio import CancelledError
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import CodeType, FrameType
@@ -276,6 +276,32 @@ async def via_async_with_gate(release: Release, name: str | None, cancellable: b
         await release.arm(None)
 
 
+class Inline:
+    """A task starter that keeps the task's coroutine, for the caller to await:
+    the task's end, and the release it makes, then run in the caller."""
+
+    def __init__(self) -> None:
+        self.task: Coroutine[Any, Any, Any] | None = None
+
+    def start_soon(self, func: Callable[..., Any], /, *args: Any, name: Any = None) -> None:
+        self.task = func(*args)
+
+    async def start(self, func: Callable[..., Any], /, *args: Any, name: Any = None) -> Any:
+        raise NotImplementedError
+
+
+async def via_start_soon(release: Release, name: str | None, cancellable: bool) -> None:
+    """The hold of a task of ``start_soon``, released as the task ends."""
+    starter = Inline()
+
+    async def task() -> None:
+        await release.arm(None)
+
+    release.gate.start_soon(starter, task, name=name, cancellable=cancellable)
+    assert starter.task is not None
+    await starter.task
+
+
 @dataclass(frozen=True)
 class Way:
     hold: Callable[[Release, str | None, bool], Awaitable[None]]
@@ -295,6 +321,11 @@ WAYS = [
     pytest.param(Way(via_with_enter, "n"), id="with-gate.enter(name)"),
     pytest.param(
         Way(via_with_enter, "n", True, start="release"), id="with-gate.enter(cancellable=True)"
+    ),
+    pytest.param(Way(via_start_soon), id="start_soon()"),
+    pytest.param(Way(via_start_soon, "n"), id="start_soon(name)"),
+    pytest.param(
+        Way(via_start_soon, "n", True, start="release"), id="start_soon(cancellable=True)"
     ),
     pytest.param(Way(via_with_gate), id="with-gate"),
     pytest.param(Way(via_async_with_gate), id="async-with-gate"),
@@ -904,7 +935,40 @@ class TestReleaseWhileTheLockIsHeld:
     leaves its follow-up to the lock's holder: each holder must do it, or a close
     waits forever, or a waiter in acquire() never gets the room made for it."""
 
-    async def test_by_a_refused_entry(self, by: str) -> None:
+    async def test_by_a_refused_entry(self, by: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A refused entry gives its hold back, then settles. While the gate is
+        still held that settle takes no lock (the last release drains); here
+        the last hold goes between the two, so both settles see the count at
+        zero, the refused entry's under the lock."""
+        gate = Gate("g")
+        last = LastHold(gate, by)
+        spy = LockSpy(gate)
+        closer = Closer(gate)
+        settle = anygate._core.GateCore._settle
+        let_go: list[bool] = []
+
+        def settle_after_let_go(self: Any, soon: bool = False) -> None:
+            if not let_go:
+                let_go.append(True)
+                last.let_go()
+            settle(self, soon)
+
+        with last.leak_warning():
+            async with create_task_group() as tg:
+                tg.start_soon(closer.run)
+                await wait_all_tasks_blocked()
+                monkeypatch.setattr(anygate._core.GateCore, "_settle", settle_after_let_go)
+                spy.at("_settle_one", lambda: None, occurrence=1)
+                assert gate.try_enter() is None
+                monkeypatch.undo()
+                await wait_all_tasks_blocked()
+                closer.scope.cancel()
+        assert let_go
+        spy.check()
+        assert gate.count == 0
+        assert closer.done, "the drain was lost: close() waits forever"
+
+    async def test_a_refused_entry_leaves_the_drain_to_the_last_release(self, by: str) -> None:
         gate = Gate("g")
         last = LastHold(gate, by)
         spy = LockSpy(gate)
@@ -913,12 +977,15 @@ class TestReleaseWhileTheLockIsHeld:
             async with create_task_group() as tg:
                 tg.start_soon(closer.run)
                 await wait_all_tasks_blocked()
-                # The refused entry gives its hold back, and settles under the lock.
-                spy.at("_settle_one", last.let_go)
+                spy.at("_settle_one", lambda: None)
                 assert gate.try_enter() is None
+                assert not spy.fired, "a refused entry took the lock while the gate was held"
+                await wait_all_tasks_blocked()
+                assert not closer.done
+                last.let_go()
+                spy.check()  # the last release drained, under the lock
                 await wait_all_tasks_blocked()
                 closer.scope.cancel()
-        spy.check()
         assert gate.count == 0
         assert closer.done, "the drain was lost: close() waits forever"
 

@@ -173,9 +173,15 @@ class GateCore:
         ``soon``: called from a finalizer, so wake nothing directly.
         """
         admission = self._admission
-        if self._closing is None and (admission is None or not admission.line):
-            # Open, and nobody in line: nothing to do (see _settle_one).
-            return
+        if admission is None or not admission.line:
+            if self._closing is None:
+                # Open, and nobody in line: nothing to do (see _settle_one).
+                return
+            if _count_after_store(self._holds):
+                # Closing, and still held: each hold left settles as it is
+                # dropped (pop, then read the flag), and the last one drains.
+                # _settle_locked makes the same test; this one skips the lock.
+                return
         _walk([self], lambda gate: gate._settle_one(soon))
 
     def _settle_one(self, soon: bool) -> list[GateCore]:
