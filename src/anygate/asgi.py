@@ -8,7 +8,7 @@ written here (:data:`Scope`, :data:`Message`, :class:`Receive`, :class:`Send`,
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any, Protocol, TypeAlias
 
 import anyio
@@ -320,22 +320,19 @@ class _Response:
         if self.cut_off:
             raise GateClosed("the response was ended when its gate's grace ran out")
         kind = message["type"]
+        final = False
         if kind == "http.response.body":
-            if message.get("more_body", False):
-                return await self._send(message)
-            self.body_done = True
-            final = not self.trailers
+            if not message.get("more_body", False):
+                self.body_done = True
+                final = not self.trailers
         elif kind == "http.response.start":
             self.started = True
             self.trailers = bool(message.get("trailers", False))
-            return await self._send(message)
         elif kind == "http.response.trailers":
             final = not message.get("more_trailers", False)
         elif kind == "http.response.pathsend":
             self.body_done = True
             final = not self.trailers
-        else:
-            return await self._send(message)
         try:
             await self._send(message)
         except Exception:
@@ -455,4 +452,8 @@ def _retry_after_header(seconds: object) -> bytes:
 
 
 def _is_awaitable(value: object) -> bool:
+    """Whether a chooser's result is awaitable: closed if it is a coroutine,
+    which an async function given as a chooser returns, never to be awaited."""
+    if isinstance(value, Coroutine):
+        value.close()
     return hasattr(value, "__await__")
