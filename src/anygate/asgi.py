@@ -336,11 +336,14 @@ class _Response:
         try:
             await self._send(message)
         except Exception:
-            # The client is gone: nothing more will be sent.
-            self._finish()
+            final = True  # the client is gone: nothing more will be sent
             raise
-        if final:
-            self._finish()
+        finally:
+            # A final message ends the response even if its send was cancelled
+            # half-way: Starlette's streams cancel their own last send when the
+            # server (Hypercorn on trio) reports the disconnect from inside it.
+            if final:
+                self._finish()
 
     def _finish(self) -> None:
         self.done = True
