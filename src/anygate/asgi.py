@@ -180,29 +180,60 @@ class GateMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one connection: gated for ``"http"`` and ``"websocket"``, else
         passed through untouched."""
-        kind = scope["type"]
-        if kind == "http":
-            gate = self._gate
+        # The HTTP path is written out in one function: it runs for every request.
+        if scope["type"] != "http":
+            return await self._other(scope, receive, send)
+        gate = self._gate
+        if gate is None:
+            try:
+                gate = self._chosen(scope)
+            except GateClosed as exc:
+                return await self._refuse_http(send, exc)
             if gate is None:
-                try:
-                    gate = self._chosen(scope)
-                except GateClosed as exc:
-                    return await self._refuse_http(send, exc)
-                if gate is None:
-                    return await self._app(scope, receive, send)
-            await self._http(gate, scope, receive, send)
-        elif kind == "websocket":
-            gate = self._gate
+                return await self._app(scope, receive, send)
+        cancellable = (
+            self._cancellable if self._choose_cancellable is None else self._is_cancellable(scope)
+        )
+        name = f"{scope['method']} {scope['path']}"
+        try:
+            # An unbounded gate always has room: enter() takes the hold that
+            # acquire() would, without its checkpoint.
+            if gate.limit is None:
+                guard = gate.enter(name, cancellable=cancellable)
+            else:
+                guard = await gate.acquire(name, cancellable=cancellable)
+        except GateClosed as exc:
+            return await self._refuse_http(send, exc)
+        response = _Response(send)
+        refused: GateClosed | None = None
+        with guard:
+            try:
+                await self._app(scope, receive, response.send)
+            except GateClosed as exc:
+                if response.started:
+                    raise
+                refused = exc
+            else:
+                if response.started and not response.done:
+                    # Another task sends the rest: the hold lasts until it has.
+                    await response.wait_done()
+        if refused is not None:
+            await self._refuse_http(send, refused)
+        elif cancellable and guard.cancelled_caught:
+            await response.cut(self, gate)
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return await self._app(scope, receive, send)
+        gate = self._gate
+        if gate is None:
+            try:
+                gate = self._chosen(scope)
+            except GateClosed as exc:
+                return await _WebSocket(receive, send).refuse(exc)
             if gate is None:
-                try:
-                    gate = self._chosen(scope)
-                except GateClosed as exc:
-                    return await _WebSocket(receive, send).refuse(exc)
-                if gate is None:
-                    return await self._app(scope, receive, send)
-            await self._websocket(gate, scope, receive, send)
-        else:
-            await self._app(scope, receive, send)
+                return await self._app(scope, receive, send)
+        await self._websocket(gate, scope, receive, send)
 
     def _chosen(self, scope: Scope) -> Gate | None:
         """The gate the chooser picks for ``scope``, checked."""
@@ -240,31 +271,6 @@ class GateMiddleware:
 
     # -- HTTP ----------------------------------------------------------------
 
-    async def _http(self, gate: Gate, scope: Scope, receive: Receive, send: Send) -> None:
-        cancellable = self._is_cancellable(scope)
-        try:
-            guard = await self._hold(gate, f"{scope['method']} {scope['path']}", cancellable)
-        except GateClosed as exc:
-            await self._refuse_http(send, exc)
-            return
-        response = _Response(send)
-        refused: GateClosed | None = None
-        with guard:
-            try:
-                await self._app(scope, receive, response.send)
-            except GateClosed as exc:
-                if response.started:
-                    raise
-                refused = exc
-            else:
-                if response.started and not response.done:
-                    # Another task sends the rest: the hold lasts until it has.
-                    await response.wait_done()
-        if refused is not None:
-            await self._refuse_http(send, refused)
-        elif guard.cancelled_caught:
-            await response.cut(self, gate)
-
     async def _refuse_http(self, send: Send, error: GateClosed) -> None:
         body = f"Service Unavailable: {error}\n".encode()
         headers = [*self._headers, (b"content-length", str(len(body)).encode())]
@@ -301,19 +307,21 @@ class _Response:
 
     __slots__ = ("_send", "_waiter", "body_done", "cut_off", "done", "started", "trailers")
 
+    #: ``http.response.start`` has been sent, or is being sent.
+    started: bool
+    #: The start announced trailers.
+    trailers: bool
+    #: The final body message (or ``pathsend``) has been sent, or is being sent.
+    body_done: bool
+    #: The whole response has been sent, or sending it failed.
+    done: bool
+    #: The middleware ended the response at its gate's grace.
+    cut_off: bool
+
     def __init__(self, send: Send) -> None:
         self._send = send
         self._waiter: anyio.Event | None = None
-        #: ``http.response.start`` has been sent, or is being sent.
-        self.started = False
-        #: The start announced trailers.
-        self.trailers = False
-        #: The final body message (or ``pathsend``) has been sent, or is being sent.
-        self.body_done = False
-        #: The whole response has been sent, or sending it failed.
-        self.done = False
-        #: The middleware ended the response at its gate's grace.
-        self.cut_off = False
+        self.started = self.trailers = self.body_done = self.done = self.cut_off = False
 
     async def send(self, message: Message) -> None:
         """The ``send`` the application gets: the server's, watched."""
@@ -327,7 +335,8 @@ class _Response:
                 final = not self.trailers
         elif kind == "http.response.start":
             self.started = True
-            self.trailers = bool(message.get("trailers", False))
+            if message.get("trailers", False):
+                self.trailers = True
         elif kind == "http.response.trailers":
             final = not message.get("more_trailers", False)
         elif kind == "http.response.pathsend":
