@@ -55,7 +55,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.lowlevel
@@ -443,6 +443,10 @@ async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
     await send(ASGI_BODY)
 
 
+def asgi_app_factory() -> ASGIApp:
+    return asgi_app
+
+
 async def asgi_receive() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
@@ -464,12 +468,40 @@ class NoOpMiddleware:
         await self.app(scope, receive, wrapped)
 
 
-def asgi_requests(make: Callable[[ASGIApp], ASGIApp]) -> Timer:
+def starlette_app() -> ASGIApp:
+    """A minimal Starlette app: a router and one plain-text endpoint, as a
+    service's cheapest request runs."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def item(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.path_params["id"])
+
+    return cast(ASGIApp, Starlette(routes=[Route("/items/{id}", item)]))
+
+
+STARLETTE_SCOPE: Scope = {
+    **ASGI_SCOPE, "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "http",
+    "query_string": b"", "root_path": "", "server": ("127.0.0.1", 8000),
+    "client": ("127.0.0.1", 50000),
+}  # fmt: skip
+
+
+def asgi_requests(
+    make: Callable[[ASGIApp], ASGIApp], inner: Callable[[], ASGIApp] = asgi_app_factory
+) -> Timer:
     async def run(loops: int, clock: Clock) -> float:
-        app = make(asgi_app)
+        app = make(inner())
         started = clock()
-        for _ in range(loops):
-            await app(ASGI_SCOPE, asgi_receive, asgi_send)
+        if inner is asgi_app_factory:
+            for _ in range(loops):
+                await app(ASGI_SCOPE, asgi_receive, asgi_send)
+        else:
+            # Starlette adds to the scope: each request gets its own, as from a server.
+            for _ in range(loops):
+                await app(dict(STARLETTE_SCOPE), asgi_receive, asgi_send)
         return clock() - started
 
     return run
@@ -614,6 +646,11 @@ def rows() -> list[Row]:
         Row("asgi", "`GateMiddleware(app, Gate())`, a request", "no-op middleware wrapping `send`",
             (asgi_requests(lambda app: GateMiddleware(app, Gate())), asgi_requests(NoOpMiddleware)),
             everywhere(1.5), 101, 3, None, "ns", "request"),
+        Row("asgi", "`GateMiddleware(app, Gate())` around a Starlette app, a request",
+            "no-op middleware around the same app",
+            (asgi_requests(lambda app: GateMiddleware(app, Gate()), starlette_app),
+             asgi_requests(NoOpMiddleware, starlette_app)),
+            {}, 101, 3, None, "ns", "request"),
     ]  # fmt: skip
 
 
