@@ -292,7 +292,7 @@ def fail_first() -> NoReturn:
 
 
 #: Functions through which a gate takes its lock for another of its functions.
-LOCK_HELPERS = {"_take", "try_enter", "__enter__"}
+LOCK_HELPERS = {"try_enter", "__enter__"}
 
 
 class LockSpy:

@@ -37,6 +37,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 import anygate
 import anygate._guards
+import anygate._lock
 from anygate import Gate, GateClosed, GateGuard
 from helpers import (
     ANYGATE_DIR,
@@ -1573,3 +1574,52 @@ class TestRealSignals:
                 rounds += 1
         assert errors == []
         assert rounds >= 50, f"only {rounds} rounds in {STRESS_SECONDS}s"
+
+
+class _InterruptingLock:
+    """A stand-in for GateLock's RLock that raises KeyboardInterrupt as its
+    ``acquire`` or its ``release`` returns, as CPython may after either call."""
+
+    def __init__(self, at: str) -> None:
+        self.real = threading.RLock()
+        self._at = at
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        taken = self.real.acquire(blocking, timeout)
+        if self._at == "acquire":
+            raise KeyboardInterrupt("as acquire returned")
+        return taken
+
+    def release(self) -> None:
+        self.real.release()
+        if self._at == "release":
+            raise KeyboardInterrupt("as release returned")
+
+    def _is_owned(self) -> bool:
+        return bool(self.real._is_owned())  # type: ignore[attr-defined]
+
+
+class TestGateLockInterrupted:
+    """A close, a reopen and the line take the gate's lock with ``with``. An
+    interrupt as the lock's acquire returns must give it back (else the gate's
+    next close waits for it forever), and one as its release returns must
+    still do the work owed meanwhile (else a drain found locked is lost)."""
+
+    def test_as_the_acquire_returns(self) -> None:
+        lock = anygate._lock.GateLock(lambda: None)
+        stand_in = _InterruptingLock("acquire")
+        private(lock)._lock = stand_in
+        with pytest.raises(KeyboardInterrupt), lock:
+            pytest.fail("the region ran")
+        assert not stand_in._is_owned()
+        assert not lock.held_here()
+
+    def test_as_the_release_returns(self) -> None:
+        settled: list[bool] = []
+        lock = anygate._lock.GateLock(lambda: settled.append(True))
+        stand_in = _InterruptingLock("release")
+        private(lock)._lock = stand_in
+        with pytest.raises(KeyboardInterrupt), lock:
+            lock.owed = True  # a release found the lock taken
+        assert not stand_in._is_owned()
+        assert settled == [True], "the settle owed was lost"

@@ -60,14 +60,29 @@ class GateLock:
                 "the gate's own locked region; only entering, releasing, cloning and "
                 "close_nowait() are allowed there"
             )
-        self._take(True)
-        self._owner = me
+        lock = self._lock
+        try:
+            lock.acquire()
+            self._owner = me
+        except BaseException:
+            # Interrupted as the acquire returned: give the lock back.
+            if lock._is_owned():  # type: ignore[attr-defined]
+                self._owner = None
+                lock.release()
+            raise
 
     def __exit__(self, *exc_info: object) -> None:
-        """Let the lock go, then do what was owed meanwhile."""
+        """Let the lock go, then do what was owed meanwhile.
+
+        An interrupt as the release returns still pays. (One as this method
+        starts, before anything, is the window that every Python-level exit
+        has; the gate's releases never take this path.)
+        """
         self._owner = None
-        self._lock.release()
-        self.pay()
+        try:
+            self._lock.release()
+        finally:
+            self.pay()
 
     def try_enter(self) -> bool:
         """Take the lock if it is free, without waiting: for finalizer-safe work.
@@ -93,14 +108,6 @@ class GateLock:
         if self._lock._is_owned():  # type: ignore[attr-defined]
             self._owner = None
             self._lock.release()
-
-    def _take(self, blocking: bool) -> bool:
-        try:
-            return self._lock.acquire(blocking)
-        except BaseException:
-            if self._lock._is_owned():  # type: ignore[attr-defined]
-                self._lock.release()
-            raise
 
     def defer(self, call: Callable[[], object]) -> None:
         """Make ``call`` as the locked region of this thread is left."""
