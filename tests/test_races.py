@@ -1545,6 +1545,60 @@ class TestCloseNowaitFromASignalHandler:
     threading.current_thread() is not threading.main_thread(),
     reason="signal handlers run in the main thread only",
 )
+class TestLastReleaseFromASignalHandler:
+    """The last hold of a closed gate released by a ``signal.signal`` handler
+    while the loop's thread is inside the backend's ``Event.wait`` of the task
+    awaiting ``close()``: the drain's wakeup is not lost (a direct
+    ``Event.set()`` there was, as for ``close_nowait()`` above)."""
+
+    async def test_at_each_line_of_the_backend_s_event_wait(self) -> None:
+        lines, failure = await self._run(-1)
+        assert failure is None, failure
+        assert lines, "no line of Event.wait was traced: the test needs updating"
+        failures = []
+        for index in range(len(lines)):
+            _, failure = await self._run(index)
+            if failure is not None:
+                failures.append(f"at {lines[index]}: {failure}")
+        assert failures == [], "\n".join(failures)
+
+    async def _run(self, index: int) -> tuple[list[str], str | None]:
+        gate = Gate("g", warn_after=None)
+        guard = gate.enter("last")
+        tracer = SignalInEventWait(index, signal.SIGUSR1)
+        done: list[bool] = []
+
+        async def close() -> None:
+            tracer.arm()
+            await gate.close()
+            done.append(True)
+
+        with signal_handled(signal.SIGUSR1, guard.release) as errors:
+            async with create_task_group() as tg:
+                previous = sys.gettrace()
+                try:
+                    tg.start_soon(close)
+                    await wait_all_tasks_blocked()
+                finally:
+                    sys.settrace(previous)
+                if index < 0:
+                    assert not tracer.raised
+                    guard.release()
+                elif not tracer.raised:
+                    return tracer.lines, "the signal was never raised"
+                await run_queued_wakeups()
+                if not done:
+                    tg.cancel_scope.cancel()
+                    return tracer.lines, "close() was never woken: the drain's wakeup was lost"
+        if errors:
+            return tracer.lines, f"the handler raised {errors[0]!r}"
+        return tracer.lines, None
+
+
+@pytest.mark.skipif(
+    threading.current_thread() is not threading.main_thread(),
+    reason="signal handlers run in the main thread only",
+)
 class TestRealSignals:
     """The README's pattern under real signals: a SIGALRM every 0.3 ms closes
     the gate of the round, wherever the loop's thread is, while tasks wait on

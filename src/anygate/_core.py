@@ -212,6 +212,11 @@ class GateCore:
                 # either call returns): never keep the lock. The walk re-settles.
                 lock.leave_if_taken()
                 raise
+            if wakeups and not soon and self._closing is not None:
+                # A drain, once a close: worth the look for a signal handler
+                # (one that made the last release), where waking directly from
+                # inside the loop's own Event.wait would be lost.
+                soon = in_signal_handler()
             for wakeup in wakeups:
                 wakeup.wake(soon)
             if parent is not None:
