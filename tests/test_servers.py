@@ -141,9 +141,11 @@ async def test_sigterm_closes_the_gates_first_and_exits_0(server_kind: tuple[str
 
                     child.process.send_signal(signal.SIGTERM)
                     await child.expect("gate closing")
-                    # The server still answers while the gate drains: the gate
-                    # refuses the new request, and the slow one is still held.
-                    refused = await client.get("/other")
+                    # The server still accepts connections while the gate
+                    # drains: the gate refuses the new request, on a new
+                    # connection, and the slow one is still held.
+                    async with httpx.AsyncClient(base_url=child.url) as new_client:
+                        refused = await new_client.get("/other")
                     assert (refused.status_code, refused.text) == (503, "gate closed")
                     assert not slow
                     assert (await client.post("/finish")).status_code == 200
@@ -241,7 +243,9 @@ def test_shutdown_trigger_checks_its_arguments() -> None:
         trigger(gate, grace="5")
     with pytest.raises(ValueError, match="grace must be a number of seconds >= 0, not -1"):
         trigger(gate, grace=-1)
-    with pytest.raises(TypeError, match="signals must be an iterable of signal numbers, not Signals"):
+    with pytest.raises(
+        TypeError, match="signals must be an iterable of signal numbers, not Signals"
+    ):
         trigger(gate, signals=signal.SIGTERM)
     with pytest.raises(ValueError, match="signals must name at least one signal"):
         trigger(gate, signals=())
