@@ -1,0 +1,459 @@
+"""An ASGI middleware that holds a gate for each request: :class:`GateMiddleware`.
+
+It needs nothing but anyio: ASGI is a protocol, and the types it speaks are
+written here (:data:`Scope`, :data:`Message`, :class:`Receive`, :class:`Send`,
+:class:`ASGIApp`), not imported from a framework or a server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
+from typing import Any, Protocol, TypeAlias
+
+import anyio
+from typing_extensions import final
+
+from ._exceptions import GateClosed
+from ._gate import Gate
+from ._guards import GateGuard
+
+__all__ = ["ASGIApp", "GateMiddleware", "Message", "Receive", "Scope", "Send"]
+
+#: The connection scope an ASGI server passes to the application: ``type``
+#: (``"http"``, ``"websocket"``, ``"lifespan"``), ``path``, ``method``, ...
+#: A mutable mapping of strings, as Starlette's own ``Scope`` is, so that
+#: Starlette's and FastAPI's applications and middleware type-check with it.
+Scope: TypeAlias = MutableMapping[str, Any]
+
+#: One ASGI event, received or sent: a mapping with a ``type`` key, such as
+#: ``{"type": "http.response.body", "body": b"...", "more_body": False}``.
+Message: TypeAlias = MutableMapping[str, Any]
+
+
+class Receive(Protocol):
+    """The ``receive`` callable of ASGI: awaits the next event from the client."""
+
+    def __call__(self) -> Awaitable[Message]: ...
+
+
+class Send(Protocol):
+    """The ``send`` callable of ASGI: sends one event to the client."""
+
+    def __call__(self, message: Message, /) -> Awaitable[None]: ...
+
+
+class ASGIApp(Protocol):
+    """An ASGI 3 application: ``await app(scope, receive, send)``."""
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send, /) -> Awaitable[None]: ...
+
+
+#: WebSocket close codes (RFC 6455): try again later, and service restart.
+_TRY_AGAIN_LATER = 1013
+_SERVICE_RESTART = 1012
+#: The most bytes a WebSocket close reason may have (RFC 6455, 5.5.1).
+_MAX_REASON = 123
+
+
+@final
+class GateMiddleware:
+    """An ASGI 3 middleware that holds a gate for each request it passes on.
+
+    Wrap an application, or list it in Starlette's or FastAPI's middleware::
+
+        app = GateMiddleware(app, gate)
+        app = Starlette(routes=..., middleware=[Middleware(GateMiddleware, gate=gate)])
+        app.add_middleware(GateMiddleware, gate=gate)  # FastAPI
+
+    Each ``"http"`` request holds its gate, as a holder named
+    ``"{method} {path}"``, from before the application is called until the
+    application has returned *and* the response has been sent to its last
+    byte, whichever comes later: a streaming or file response holds the gate
+    until its final body message (``more_body`` false, or
+    ``http.response.pathsend``) has been sent, a response with trailers until
+    its last ``http.response.trailers``, and a response whose end is sent by
+    another task after the application returned holds it until then (the
+    middleware returns to the server only then, too). On a gate at its limit
+    the request first waits for room, first come first served, as
+    :meth:`Gate.acquire` does.
+
+    A request refused by a closed gate gets a ``503 Service Unavailable``,
+    without the application being called: ``text/plain`` with a short body
+    that names the gate, ``connection: close``, and ``retry-after`` when it is
+    set. So does a request whose application raises :exc:`GateClosed` before
+    starting its response (a gate of its own, inside, refused it); raised after
+    the response started, it propagates.
+
+    A ``"websocket"`` connection holds its gate, as ``"WEBSOCKET {path}"``,
+    until the application returns. A closed gate refuses it before it is
+    accepted: the middleware answers its ``websocket.connect`` with a
+    ``websocket.close`` of code 1013 (try again later); so does a
+    :exc:`GateClosed` raised by the application before it accepted.
+
+    Cancellable requests (``cancellable=True``, or chosen per request) are
+    cancelled when their gate's close runs out of grace, as the block of a
+    cancellable guard is (:meth:`Gate.enter`). The middleware then ends what
+    the client sees cleanly: a response not yet started gets the 503; a started
+    one gets a final empty body message (and empty trailers, if it announced
+    trailers), so that the client sees a complete response, not a reset; an
+    accepted websocket gets a ``websocket.close`` of code 1012 (service
+    restart), and one not yet accepted the refusal. A send made after that, by
+    a task the application left behind, raises :exc:`GateClosed`.
+
+    ``"lifespan"`` and every other scope type are passed through untouched, as
+    is every scope for which the gate chooser returns ``None``.
+
+    Close the gates from the server's shutdown trigger, before the server
+    drains its connections: the ASGI lifespan shutdown comes too late (see
+    :ref:`where-to-close`).
+
+    :param app: the ASGI 3 application to call
+    :param gate: the gate every request holds, or a function of the scope that
+        chooses one per request (a tenant's, say), or returns ``None`` to pass
+        the request through ungated; it is called once per ``"http"`` and
+        ``"websocket"`` scope, and a :exc:`GateClosed` it raises refuses the
+        request as a closed gate does
+    :param cancellable: whether requests are cancelled when their gate's grace
+        runs out (long-polls, server-sent events, streams): a bool for all, or a
+        function of the scope that returns a bool
+    :param retry_after: seconds for the ``retry-after`` header of a 503 (a
+        fraction is rounded up to a whole second, as the header wants), or
+        ``None`` for no header
+    :raises TypeError: if ``app`` is not callable, ``gate`` neither a
+        :class:`Gate` nor callable, ``cancellable`` neither a bool nor callable,
+        or ``retry_after`` not a number
+    :raises ValueError: if ``retry_after`` is negative, infinite or NaN
+    """
+
+    __slots__ = (
+        "_app",
+        "_cancellable",
+        "_choose",
+        "_choose_cancellable",
+        "_gate",
+        "_headers",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        gate: Gate | Callable[[Scope], Gate | None],
+        *,
+        cancellable: bool | Callable[[Scope], bool] = False,
+        retry_after: float | None = None,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be an ASGI application, not {type(app).__name__}")
+        self._app = app
+        self._gate: Gate | None = None
+        self._choose: Callable[[Scope], Gate | None] | None = None
+        if isinstance(gate, Gate):
+            self._gate = gate
+        elif callable(gate):
+            self._choose = gate
+        else:
+            raise TypeError(
+                "gate must be a Gate, or a function of the scope that returns a Gate "
+                f"or None, not {type(gate).__name__}"
+            )
+        self._cancellable = False
+        self._choose_cancellable: Callable[[Scope], bool] | None = None
+        if isinstance(cancellable, bool):
+            self._cancellable = cancellable
+        elif callable(cancellable):
+            self._choose_cancellable = cancellable
+        else:
+            raise TypeError(
+                "cancellable must be a bool, or a function of the scope that returns "
+                f"a bool, not {type(cancellable).__name__}"
+            )
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+        if retry_after is not None:
+            headers.append((b"retry-after", _retry_after_header(retry_after)))
+        self._headers = headers
+
+    def __repr__(self) -> str:
+        gate = self._gate if self._choose is None else self._choose
+        return f"<GateMiddleware {gate!r} around {self._app!r}>"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one connection: gated for ``"http"`` and ``"websocket"``, else
+        passed through untouched."""
+        kind = scope["type"]
+        if kind == "http":
+            gate = self._gate
+            if gate is None:
+                try:
+                    gate = self._chosen(scope)
+                except GateClosed as exc:
+                    return await self._refuse_http(send, exc)
+                if gate is None:
+                    return await self._app(scope, receive, send)
+            await self._http(gate, scope, receive, send)
+        elif kind == "websocket":
+            gate = self._gate
+            if gate is None:
+                try:
+                    gate = self._chosen(scope)
+                except GateClosed as exc:
+                    return await _WebSocket(receive, send).refuse(exc)
+                if gate is None:
+                    return await self._app(scope, receive, send)
+            await self._websocket(gate, scope, receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+    def _chosen(self, scope: Scope) -> Gate | None:
+        """The gate the chooser picks for ``scope``, checked."""
+        choose = self._choose
+        assert choose is not None
+        # Typed as the user may have got it wrong: an async function, say.
+        gate: object = choose(scope)
+        if gate is None or isinstance(gate, Gate):
+            return gate
+        hint = " (an async function? it must be a plain one)" if _is_awaitable(gate) else ""
+        raise TypeError(
+            f"the gate chooser {choose!r} returned {type(gate).__name__}{hint}; "
+            "it must return a Gate or None"
+        )
+
+    def _is_cancellable(self, scope: Scope) -> bool:
+        choose = self._choose_cancellable
+        if choose is None:
+            return self._cancellable
+        cancellable: object = choose(scope)
+        if isinstance(cancellable, bool):
+            return cancellable
+        hint = " (an async function? it must be a plain one)" if _is_awaitable(cancellable) else ""
+        raise TypeError(
+            f"the cancellable chooser {choose!r} returned {type(cancellable).__name__}"
+            f"{hint}; it must return a bool"
+        )
+
+    async def _hold(self, gate: Gate, name: str, cancellable: bool) -> GateGuard:
+        # An unbounded gate always has room: enter() takes the same hold as
+        # acquire(), without acquire()'s checkpoint.
+        if gate.limit is None:
+            return gate.enter(name, cancellable=cancellable)
+        return await gate.acquire(name, cancellable=cancellable)
+
+    # -- HTTP ----------------------------------------------------------------
+
+    async def _http(self, gate: Gate, scope: Scope, receive: Receive, send: Send) -> None:
+        cancellable = self._is_cancellable(scope)
+        try:
+            guard = await self._hold(gate, f"{scope['method']} {scope['path']}", cancellable)
+        except GateClosed as exc:
+            await self._refuse_http(send, exc)
+            return
+        response = _Response(send)
+        refused: GateClosed | None = None
+        with guard:
+            try:
+                await self._app(scope, receive, response.send)
+            except GateClosed as exc:
+                if response.started:
+                    raise
+                refused = exc
+            else:
+                if response.started and not response.done:
+                    # Another task sends the rest: the hold lasts until it has.
+                    await response.wait_done()
+        if refused is not None:
+            await self._refuse_http(send, refused)
+        elif guard.cancelled_caught:
+            await response.cut(self, gate)
+
+    async def _refuse_http(self, send: Send, error: GateClosed) -> None:
+        body = f"Service Unavailable: {error}\n".encode()
+        headers = [*self._headers, (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    # -- WebSocket -----------------------------------------------------------
+
+    async def _websocket(self, gate: Gate, scope: Scope, receive: Receive, send: Send) -> None:
+        connection = _WebSocket(receive, send)
+        try:
+            cancellable = self._is_cancellable(scope)
+            guard = await self._hold(gate, f"WEBSOCKET {scope['path']}", cancellable)
+        except GateClosed as exc:
+            await connection.refuse(exc)
+            return
+        refused: GateClosed | None = None
+        with guard:
+            try:
+                await self._app(scope, connection.receive, connection.send)
+            except GateClosed as exc:
+                if connection.answered:
+                    raise
+                refused = exc
+        if refused is not None:
+            await connection.refuse(refused)
+        elif guard.cancelled_caught:
+            await connection.cut(gate)
+
+
+@final
+class _Response:
+    """One HTTP response on its way to the client, as the application sends it."""
+
+    __slots__ = ("_send", "_waiter", "body_done", "cut_off", "done", "started", "trailers")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._waiter: anyio.Event | None = None
+        #: ``http.response.start`` has been sent, or is being sent.
+        self.started = False
+        #: The start announced trailers.
+        self.trailers = False
+        #: The final body message (or ``pathsend``) has been sent, or is being sent.
+        self.body_done = False
+        #: The whole response has been sent, or sending it failed.
+        self.done = False
+        #: The middleware ended the response at its gate's grace.
+        self.cut_off = False
+
+    async def send(self, message: Message) -> None:
+        """The ``send`` the application gets: the server's, watched."""
+        if self.cut_off:
+            raise GateClosed("the response was ended when its gate's grace ran out")
+        kind = message["type"]
+        final = False
+        if kind == "http.response.body":
+            if not message.get("more_body", False):
+                self.body_done = True
+                final = not self.trailers
+        elif kind == "http.response.start":
+            self.started = True
+            self.trailers = bool(message.get("trailers", False))
+        elif kind == "http.response.trailers":
+            final = not message.get("more_trailers", False)
+        elif kind == "http.response.pathsend":
+            self.body_done = True
+            final = not self.trailers
+        try:
+            await self._send(message)
+        except Exception:
+            # The client is gone: nothing more will be sent.
+            self._finish()
+            raise
+        if final:
+            self._finish()
+
+    def _finish(self) -> None:
+        self.done = True
+        if self._waiter is not None:
+            self._waiter.set()
+
+    async def wait_done(self) -> None:
+        self._waiter = anyio.Event()
+        await self._waiter.wait()
+
+    async def cut(self, middleware: GateMiddleware, gate: Gate) -> None:
+        """End the response cleanly, at its gate's grace."""
+        if self.done:
+            return
+        self.cut_off = True
+        if not self.started:
+            await middleware._refuse_http(self._send, _closed(gate))
+            return
+        if not self.body_done:
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+        if self.trailers:
+            await self._send(
+                {"type": "http.response.trailers", "headers": [], "more_trailers": False}
+            )
+
+
+@final
+class _WebSocket:
+    """One WebSocket connection, as the application receives and sends on it."""
+
+    __slots__ = ("_receive", "_send", "accepted", "answered", "connected", "disconnected")
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        #: The client's ``websocket.connect`` has been received.
+        self.connected = False
+        #: The application accepted, closed or denied the connection.
+        self.answered = False
+        self.accepted = False
+        #: The connection is over: closed by either side.
+        self.disconnected = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        kind = message["type"]
+        if kind == "websocket.connect":
+            self.connected = True
+        elif kind == "websocket.disconnect":
+            self.disconnected = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "websocket.accept":
+            self.answered = self.accepted = True
+        elif kind in ("websocket.close", "websocket.http.response.start"):
+            # Closed, or denied with an HTTP response: over either way.
+            self.answered = self.disconnected = True
+        await self._send(message)
+
+    async def refuse(self, error: GateClosed) -> None:
+        """Close with 1013 before accepting, in reply to ``websocket.connect``."""
+        if not self.connected:
+            message = await self._receive()
+            if message["type"] != "websocket.connect":
+                return  # the client left first
+        self.answered = self.disconnected = True
+        await self._send(
+            {"type": "websocket.close", "code": _TRY_AGAIN_LATER, "reason": _reason(error)}
+        )
+
+    async def cut(self, gate: Gate) -> None:
+        """End the connection at its gate's grace."""
+        if self.disconnected:
+            return
+        if not self.answered:
+            await self.refuse(_closed(gate))
+            return
+        self.disconnected = True
+        await self._send(
+            {"type": "websocket.close", "code": _SERVICE_RESTART, "reason": _reason(_closed(gate))}
+        )
+
+
+def _closed(gate: Gate) -> GateClosed:
+    """The error a closed gate raises on entry, with its message."""
+    try:
+        gate.check()
+    except GateClosed as exc:
+        return exc
+    return GateClosed(f"{gate!r} was closed")  # reopened meanwhile
+
+
+def _reason(error: GateClosed) -> str:
+    """A WebSocket close reason: the error's message, cut to the bytes allowed."""
+    reason = str(error).encode()[:_MAX_REASON]
+    return reason.decode(errors="ignore")
+
+
+def _retry_after_header(seconds: object) -> bytes:
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        raise TypeError(
+            f"retry_after must be a number of seconds or None, not {type(seconds).__name__}"
+        )
+    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0:
+        raise ValueError(f"retry_after must be a finite number of seconds >= 0, not {seconds}")
+    return str(math.ceil(seconds)).encode()
+
+
+def _is_awaitable(value: object) -> bool:
+    """Whether a chooser's result is awaitable: closed if it is a coroutine,
+    which an async function given as a chooser returns, never to be awaited."""
+    if isinstance(value, Coroutine):
+        value.close()
+    return hasattr(value, "__await__")
