@@ -27,6 +27,8 @@ Sections, each row on asyncio, asyncio with uvloop and trio:
 - threads: the latency of a ``close()`` woken by a release in a foreign thread
   against one in the event loop, and 2,000 ``to_thread`` jobs that release
   their guard in the worker thread against the same jobs releasing in the loop;
+- asgi: a request through ``anygate.asgi.GateMiddleware`` on an unbounded gate,
+  at the ASGI level, against a no-op middleware that wraps ``send`` the same way;
 - bytes per held guard, from tracemalloc.
 
 ``benchmarks/holds.svg`` gets the ratios as a chart. ``--quick`` runs a fifth
@@ -60,6 +62,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from anygate import Gate, GateGuard
+from anygate.asgi import ASGIApp, GateMiddleware, Message, Receive, Scope, Send
 
 BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
     "asyncio": ("asyncio", {}),
@@ -428,6 +431,50 @@ def thread_jobs(count: int, in_thread: bool) -> Timer:
     return run
 
 
+# ASGI: one request through a middleware, with hand-made receive and send.
+
+ASGI_SCOPE: Scope = {"type": "http", "method": "GET", "path": "/items/1", "headers": []}
+ASGI_START: Message = {"type": "http.response.start", "status": 200, "headers": []}
+ASGI_BODY: Message = {"type": "http.response.body", "body": b"ok", "more_body": False}
+
+
+async def asgi_app(scope: Scope, receive: Receive, send: Send) -> None:
+    await send(ASGI_START)
+    await send(ASGI_BODY)
+
+
+async def asgi_receive() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def asgi_send(message: Message) -> None:
+    pass
+
+
+class NoOpMiddleware:
+    """The floor: a middleware that wraps ``send`` and does nothing else."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def wrapped(message: Message) -> None:
+            await send(message)
+
+        await self.app(scope, receive, wrapped)
+
+
+def asgi_requests(make: Callable[[ASGIApp], ASGIApp]) -> Timer:
+    async def run(loops: int, clock: Clock) -> float:
+        app = make(asgi_app)
+        started = clock()
+        for _ in range(loops):
+            await app(ASGI_SCOPE, asgi_receive, asgi_send)
+        return clock() - started
+
+    return run
+
+
 # The rows.
 
 
@@ -477,7 +524,7 @@ def everywhere(target: float) -> dict[str, float]:
     return dict.fromkeys(BACKENDS, target)
 
 
-SECTIONS = ("holds", "acquire", "tasks", "trees", "threads")
+SECTIONS = ("holds", "acquire", "tasks", "trees", "threads", "asgi")
 NOOP = "no-op `with`"
 ACQUIRE = "`async with gate.acquire()`"
 START_SOON = "`gate.start_soon(tg, f)`"
@@ -555,6 +602,9 @@ def rows() -> list[Row]:
             "releasing in the event loop",
             (thread_jobs(2_000, in_thread=True), thread_jobs(2_000, in_thread=False)),
             everywhere(1.2), 7, 3, 1, "ms", "2,000 jobs", clock=time.process_time, collect=True),
+        Row("asgi", "`GateMiddleware(app, Gate())`, a request", "no-op middleware wrapping `send`",
+            (asgi_requests(lambda app: GateMiddleware(app, Gate())), asgi_requests(NoOpMiddleware)),
+            everywhere(1.5), 101, 3, None, "ns", "request"),
     ]  # fmt: skip
 
 

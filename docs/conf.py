@@ -16,6 +16,7 @@ from sphinx.pycode import ModuleAnalyzer
 from sphinx.util import logging
 
 import anygate
+import anygate.asgi
 
 HERE = Path(__file__).parent
 logger = logging.getLogger(__name__)
@@ -133,18 +134,26 @@ def resolve_annotation(
 
 
 def public_names() -> set[str]:
-    """Every name the reference must document: the exports and their public members."""
+    """Every name the reference must document: the exports and their public
+    members, of the package and of its public modules."""
     names = set()
-    for name in anygate.__all__:
+    for module in (anygate, anygate.asgi):
+        names |= module_names(module)
+    return names
+
+
+def module_names(module: Any) -> set[str]:
+    names = set()
+    for name in module.__all__:
         if name.startswith("__"):
             continue  # __version__
-        names.add(f"anygate.{name}")
-        obj = getattr(anygate, name)
+        names.add(f"{module.__name__}.{name}")
+        obj = getattr(module, name)
         if isinstance(obj, type):
             members = [member for member in vars(obj) if not member.startswith("_")]
             if dataclasses.is_dataclass(obj):
                 members += [field.name for field in dataclasses.fields(obj)]
-            names.update(f"anygate.{name}.{member}" for member in members)
+            names.update(f"{module.__name__}.{name}.{member}" for member in members)
     return names
 
 

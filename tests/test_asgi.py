@@ -357,6 +357,28 @@ async def test_a_send_that_fails_after_the_app_returned_ends_the_hold() -> None:
     assert [type(e) for e in app.errors] == [OSError]
 
 
+async def test_a_final_send_cancelled_half_way_by_the_app_ends_the_response() -> None:
+    # As Starlette's StreamingResponse on Hypercorn's trio worker: the server
+    # reports the disconnect from inside the last send, and the response's
+    # disconnect listener cancels that send; then the app returns.
+    gate = Gate("svc")
+    client = Client(blocking=("http.response.body",))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send(START)
+        async with anyio.create_task_group() as tg:
+
+            async def cancel_when_blocked() -> None:
+                await client.blocked.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(cancel_when_blocked)
+            await send(body(b"last"))
+
+    await call(GateMiddleware(app, gate), http(), client)
+    assert gate.count == 0
+
+
 # -- HTTP: refusals ----------------------------------------------------------
 
 

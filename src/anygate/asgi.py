@@ -76,12 +76,12 @@ class GateMiddleware:
     another task after the application returned holds it until then (the
     middleware returns to the server only then, too). On a gate at its limit
     the request first waits for room, first come first served, as
-    :meth:`Gate.acquire` does.
+    :meth:`~anygate.Gate.acquire` does.
 
     A request refused by a closed gate gets a ``503 Service Unavailable``,
     without the application being called: ``text/plain`` with a short body
     that names the gate, ``connection: close``, and ``retry-after`` when it is
-    set. So does a request whose application raises :exc:`GateClosed` before
+    set. So does a request whose application raises :exc:`~anygate.GateClosed` before
     starting its response (a gate of its own, inside, refused it); raised after
     the response started, it propagates.
 
@@ -89,17 +89,17 @@ class GateMiddleware:
     until the application returns. A closed gate refuses it before it is
     accepted: the middleware answers its ``websocket.connect`` with a
     ``websocket.close`` of code 1013 (try again later); so does a
-    :exc:`GateClosed` raised by the application before it accepted.
+    :exc:`~anygate.GateClosed` raised by the application before it accepted.
 
     Cancellable requests (``cancellable=True``, or chosen per request) are
     cancelled when their gate's close runs out of grace, as the block of a
-    cancellable guard is (:meth:`Gate.enter`). The middleware then ends what
+    cancellable guard is (:meth:`~anygate.Gate.enter`). The middleware then ends what
     the client sees cleanly: a response not yet started gets the 503; a started
     one gets a final empty body message (and empty trailers, if it announced
     trailers), so that the client sees a complete response, not a reset; an
     accepted websocket gets a ``websocket.close`` of code 1012 (service
     restart), and one not yet accepted the refusal. A send made after that, by
-    a task the application left behind, raises :exc:`GateClosed`.
+    a task the application left behind, raises :exc:`~anygate.GateClosed`.
 
     ``"lifespan"`` and every other scope type are passed through untouched, as
     is every scope for which the gate chooser returns ``None``.
@@ -112,7 +112,7 @@ class GateMiddleware:
     :param gate: the gate every request holds, or a function of the scope that
         chooses one per request (a tenant's, say), or returns ``None`` to pass
         the request through ungated; it is called once per ``"http"`` and
-        ``"websocket"`` scope, and a :exc:`GateClosed` it raises refuses the
+        ``"websocket"`` scope, and a :exc:`~anygate.GateClosed` it raises refuses the
         request as a closed gate does
     :param cancellable: whether requests are cancelled when their gate's grace
         runs out (long-polls, server-sent events, streams): a bool for all, or a
@@ -121,7 +121,7 @@ class GateMiddleware:
         fraction is rounded up to a whole second, as the header wants), or
         ``None`` for no header
     :raises TypeError: if ``app`` is not callable, ``gate`` neither a
-        :class:`Gate` nor callable, ``cancellable`` neither a bool nor callable,
+        :class:`~anygate.Gate` nor callable, ``cancellable`` neither a bool nor callable,
         or ``retry_after`` not a number
     :raises ValueError: if ``retry_after`` is negative, infinite or NaN
     """
@@ -180,29 +180,60 @@ class GateMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one connection: gated for ``"http"`` and ``"websocket"``, else
         passed through untouched."""
-        kind = scope["type"]
-        if kind == "http":
-            gate = self._gate
+        # The HTTP path is written out in one function: it runs for every request.
+        if scope["type"] != "http":
+            return await self._other(scope, receive, send)
+        gate = self._gate
+        if gate is None:
+            try:
+                gate = self._chosen(scope)
+            except GateClosed as exc:
+                return await self._refuse_http(send, exc)
             if gate is None:
-                try:
-                    gate = self._chosen(scope)
-                except GateClosed as exc:
-                    return await self._refuse_http(send, exc)
-                if gate is None:
-                    return await self._app(scope, receive, send)
-            await self._http(gate, scope, receive, send)
-        elif kind == "websocket":
-            gate = self._gate
+                return await self._app(scope, receive, send)
+        cancellable = (
+            self._cancellable if self._choose_cancellable is None else self._is_cancellable(scope)
+        )
+        name = f"{scope['method']} {scope['path']}"
+        try:
+            # An unbounded gate always has room: enter() takes the hold that
+            # acquire() would, without its checkpoint.
+            if gate.limit is None:
+                guard = gate.enter(name, cancellable=cancellable)
+            else:
+                guard = await gate.acquire(name, cancellable=cancellable)
+        except GateClosed as exc:
+            return await self._refuse_http(send, exc)
+        response = _Response(send)
+        refused: GateClosed | None = None
+        with guard:
+            try:
+                await self._app(scope, receive, response.send)
+            except GateClosed as exc:
+                if response.started:
+                    raise
+                refused = exc
+            else:
+                if response.started and not response.done:
+                    # Another task sends the rest: the hold lasts until it has.
+                    await response.wait_done()
+        if refused is not None:
+            await self._refuse_http(send, refused)
+        elif cancellable and guard.cancelled_caught:
+            await response.cut(self, gate)
+
+    async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return await self._app(scope, receive, send)
+        gate = self._gate
+        if gate is None:
+            try:
+                gate = self._chosen(scope)
+            except GateClosed as exc:
+                return await _WebSocket(receive, send).refuse(exc)
             if gate is None:
-                try:
-                    gate = self._chosen(scope)
-                except GateClosed as exc:
-                    return await _WebSocket(receive, send).refuse(exc)
-                if gate is None:
-                    return await self._app(scope, receive, send)
-            await self._websocket(gate, scope, receive, send)
-        else:
-            await self._app(scope, receive, send)
+                return await self._app(scope, receive, send)
+        await self._websocket(gate, scope, receive, send)
 
     def _chosen(self, scope: Scope) -> Gate | None:
         """The gate the chooser picks for ``scope``, checked."""
@@ -240,31 +271,6 @@ class GateMiddleware:
 
     # -- HTTP ----------------------------------------------------------------
 
-    async def _http(self, gate: Gate, scope: Scope, receive: Receive, send: Send) -> None:
-        cancellable = self._is_cancellable(scope)
-        try:
-            guard = await self._hold(gate, f"{scope['method']} {scope['path']}", cancellable)
-        except GateClosed as exc:
-            await self._refuse_http(send, exc)
-            return
-        response = _Response(send)
-        refused: GateClosed | None = None
-        with guard:
-            try:
-                await self._app(scope, receive, response.send)
-            except GateClosed as exc:
-                if response.started:
-                    raise
-                refused = exc
-            else:
-                if response.started and not response.done:
-                    # Another task sends the rest: the hold lasts until it has.
-                    await response.wait_done()
-        if refused is not None:
-            await self._refuse_http(send, refused)
-        elif guard.cancelled_caught:
-            await response.cut(self, gate)
-
     async def _refuse_http(self, send: Send, error: GateClosed) -> None:
         body = f"Service Unavailable: {error}\n".encode()
         headers = [*self._headers, (b"content-length", str(len(body)).encode())]
@@ -301,19 +307,21 @@ class _Response:
 
     __slots__ = ("_send", "_waiter", "body_done", "cut_off", "done", "started", "trailers")
 
+    #: ``http.response.start`` has been sent, or is being sent.
+    started: bool
+    #: The start announced trailers.
+    trailers: bool
+    #: The final body message (or ``pathsend``) has been sent, or is being sent.
+    body_done: bool
+    #: The whole response has been sent, or sending it failed.
+    done: bool
+    #: The middleware ended the response at its gate's grace.
+    cut_off: bool
+
     def __init__(self, send: Send) -> None:
         self._send = send
         self._waiter: anyio.Event | None = None
-        #: ``http.response.start`` has been sent, or is being sent.
-        self.started = False
-        #: The start announced trailers.
-        self.trailers = False
-        #: The final body message (or ``pathsend``) has been sent, or is being sent.
-        self.body_done = False
-        #: The whole response has been sent, or sending it failed.
-        self.done = False
-        #: The middleware ended the response at its gate's grace.
-        self.cut_off = False
+        self.started = self.trailers = self.body_done = self.done = self.cut_off = False
 
     async def send(self, message: Message) -> None:
         """The ``send`` the application gets: the server's, watched."""
@@ -327,7 +335,8 @@ class _Response:
                 final = not self.trailers
         elif kind == "http.response.start":
             self.started = True
-            self.trailers = bool(message.get("trailers", False))
+            if message.get("trailers", False):
+                self.trailers = True
         elif kind == "http.response.trailers":
             final = not message.get("more_trailers", False)
         elif kind == "http.response.pathsend":
@@ -336,11 +345,14 @@ class _Response:
         try:
             await self._send(message)
         except Exception:
-            # The client is gone: nothing more will be sent.
-            self._finish()
+            final = True  # the client is gone: nothing more will be sent
             raise
-        if final:
-            self._finish()
+        finally:
+            # A final message ends the response even if its send was cancelled
+            # half-way: Starlette's streams cancel their own last send when the
+            # server (Hypercorn on trio) reports the disconnect from inside it.
+            if final:
+                self._finish()
 
     def _finish(self) -> None:
         self.done = True

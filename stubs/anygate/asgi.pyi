@@ -42,12 +42,12 @@ class GateMiddleware:
     another task after the application returned holds it until then (the
     middleware returns to the server only then, too). On a gate at its limit
     the request first waits for room, first come first served, as
-    :meth:`Gate.acquire` does.
+    :meth:`~anygate.Gate.acquire` does.
 
     A request refused by a closed gate gets a ``503 Service Unavailable``,
     without the application being called: ``text/plain`` with a short body
     that names the gate, ``connection: close``, and ``retry-after`` when it is
-    set. So does a request whose application raises :exc:`GateClosed` before
+    set. So does a request whose application raises :exc:`~anygate.GateClosed` before
     starting its response (a gate of its own, inside, refused it); raised after
     the response started, it propagates.
 
@@ -55,17 +55,17 @@ class GateMiddleware:
     until the application returns. A closed gate refuses it before it is
     accepted: the middleware answers its ``websocket.connect`` with a
     ``websocket.close`` of code 1013 (try again later); so does a
-    :exc:`GateClosed` raised by the application before it accepted.
+    :exc:`~anygate.GateClosed` raised by the application before it accepted.
 
     Cancellable requests (``cancellable=True``, or chosen per request) are
     cancelled when their gate's close runs out of grace, as the block of a
-    cancellable guard is (:meth:`Gate.enter`). The middleware then ends what
+    cancellable guard is (:meth:`~anygate.Gate.enter`). The middleware then ends what
     the client sees cleanly: a response not yet started gets the 503; a started
     one gets a final empty body message (and empty trailers, if it announced
     trailers), so that the client sees a complete response, not a reset; an
     accepted websocket gets a ``websocket.close`` of code 1012 (service
     restart), and one not yet accepted the refusal. A send made after that, by
-    a task the application left behind, raises :exc:`GateClosed`.
+    a task the application left behind, raises :exc:`~anygate.GateClosed`.
 
     ``"lifespan"`` and every other scope type are passed through untouched, as
     is every scope for which the gate chooser returns ``None``.
@@ -78,7 +78,7 @@ class GateMiddleware:
     :param gate: the gate every request holds, or a function of the scope that
         chooses one per request (a tenant's, say), or returns ``None`` to pass
         the request through ungated; it is called once per ``"http"`` and
-        ``"websocket"`` scope, and a :exc:`GateClosed` it raises refuses the
+        ``"websocket"`` scope, and a :exc:`~anygate.GateClosed` it raises refuses the
         request as a closed gate does
     :param cancellable: whether requests are cancelled when their gate's grace
         runs out (long-polls, server-sent events, streams): a bool for all, or a
@@ -87,7 +87,7 @@ class GateMiddleware:
         fraction is rounded up to a whole second, as the header wants), or
         ``None`` for no header
     :raises TypeError: if ``app`` is not callable, ``gate`` neither a
-        :class:`Gate` nor callable, ``cancellable`` neither a bool nor callable,
+        :class:`~anygate.Gate` nor callable, ``cancellable`` neither a bool nor callable,
         or ``retry_after`` not a number
     :raises ValueError: if ``retry_after`` is negative, infinite or NaN
     """
