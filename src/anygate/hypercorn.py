@@ -35,7 +35,7 @@ async def _close_until_drained_or_signal(
 def shutdown_trigger(
     *gates: Gate,
     grace: float | None = None,
-    signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM),
+    signals: Iterable[int] | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """A ``shutdown_trigger`` for Hypercorn's ``serve()`` that closes ``gates`` first.
 
@@ -69,14 +69,15 @@ def shutdown_trigger(
     :param gates: the gates to close, such as the root of a tree of gates
     :param grace: seconds before the gates' cancellable holders are cancelled,
         or ``None`` to never cancel them; see :meth:`~anygate.Gate.close_nowait`
-    :param signals: the signal numbers that start the shutdown
+    :param signals: the signal numbers that start the shutdown, or ``None``
+        for SIGINT and SIGTERM
     :raises TypeError: if no gate is given, if one is not a :class:`~anygate.Gate`,
         or if ``grace`` or ``signals`` has the wrong type
     :raises ValueError: if ``grace`` is negative or NaN, or ``signals`` is empty
     """
     checked = check_gates("shutdown_trigger", gates)
     seconds = check_seconds("grace", grace)
-    signums = check_signals(signals)
+    signums = check_signals((signal.SIGINT, signal.SIGTERM) if signals is None else signals)
 
     async def trigger() -> None:
         with anyio.open_signal_receiver(*signums) as received:

@@ -24,9 +24,12 @@ class _Server(Protocol):
 
     should_exit: bool
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None: ...
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """The signal handler that Uvicorn installs while it serves."""
 
-    def serve(self, sockets: list[socket.socket] | None = None) -> Awaitable[None]: ...
+    def serve(self, sockets: list[socket.socket] | None = None) -> Awaitable[None]:
+        """Serve until told to exit."""
+        ...
 
 
 async def serve(

@@ -11,8 +11,10 @@ class _Server(Protocol):
     """What :func:`serve` uses of a ``uvicorn.Server``."""
 
     should_exit: bool
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None: ...
-    def serve(self, sockets: list[socket.socket] | None = None) -> Awaitable[None]: ...
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """The signal handler that Uvicorn installs while it serves."""
+    def serve(self, sockets: list[socket.socket] | None = None) -> Awaitable[None]:
+        """Serve until told to exit."""
 
 async def serve(
     server: _Server,
