@@ -17,6 +17,8 @@ from sphinx.util import logging
 
 import anygate
 import anygate.asgi
+import anygate.hypercorn
+import anygate.uvicorn
 
 HERE = Path(__file__).parent
 logger = logging.getLogger(__name__)
@@ -102,6 +104,10 @@ nitpick_ignore = [
     # Type variables of gated()'s signature.
     ("py:class", "anygate._tasks._G"),
     ("py:class", "anygate._tasks._T"),
+    # anygate.uvicorn.serve() takes a uvicorn.Server, typed by a protocol of
+    # the part it uses, so as not to import Uvicorn: described in its text.
+    ("py:class", "anygate.uvicorn._Server"),
+    ("py:class", "_Server"),
 ]
 
 # Intersphinx without a network: the inventories of Python's, anyio's and
@@ -137,7 +143,7 @@ def public_names() -> set[str]:
     """Every name the reference must document: the exports and their public
     members, of the package and of its public modules."""
     names = set()
-    for module in (anygate, anygate.asgi):
+    for module in (anygate, anygate.asgi, anygate.hypercorn, anygate.uvicorn):
         names |= module_names(module)
     return names
 

@@ -2,27 +2,32 @@
 
 Each tenant owns a gate and a directory of files. Every request holds its
 tenant's gate while it uses the files, so once a tenant's ``close()`` has
-returned, nothing is using them and they are deleted. The patterns shown:
+returned, nothing is using them and they are deleted. The tenants' gates are
+children of the service's gate, which shutdown closes. The patterns shown:
 
-- A closed gate turns into ``503 Service Unavailable`` with ``Retry-After``,
-  from one exception handler for :exc:`anygate.GateClosed` (not for anyio's
-  ``ClosedResourceError``, which it subclasses).
-- A streaming response and a file download hold the gate until their last
-  byte is sent: the guard is released by the response once it has been sent,
-  not by the handler when it returns the response.
-- A long-poll holds a *cancellable* guard: a close with a grace period ends it
-  with a 503 once the grace is over. So does a never-ending stream of events,
-  whose body then ends once the grace is over.
+- :class:`anygate.asgi.GateMiddleware` holds the tenant's gate for each
+  request, chosen from the path, until the response has been sent to its last
+  byte: streaming responses and file downloads included. A closed gate answers
+  ``503 Service Unavailable`` with ``Retry-After``, without calling the app.
+- Long-polls and a never-ending stream of events are *cancellable*: a close
+  with a grace period ends the long-poll with a 503, and the stream with a
+  clean end of body, once the grace is over.
 - ``POST /admin/tenants/{tenant}/close`` closes one tenant while the others
   go on serving.
-- On SIGTERM or SIGINT, the gates are closed from the server's shutdown
-  trigger, *before* the server drains its connections: the server still
-  answers during the grace (new requests get 503s), then stops. The ASGI
-  lifespan shutdown would be too late: Hypercorn and Uvicorn run it only
-  after they have drained, or given up on, the requests in progress.
-  ``--shutdown lifespan`` closes them there instead, to show the trap.
+- On SIGTERM or SIGINT, the gates are closed *before* the server drains its
+  connections, by :func:`anygate.hypercorn.shutdown_trigger` or
+  :func:`anygate.uvicorn.serve`: the server still answers during the grace
+  (new requests get 503s, ``/ready`` too), then stops, and the process exits
+  with status 0. The ASGI lifespan shutdown would be too late: Hypercorn and
+  Uvicorn run it only after they have drained, or given up on, the requests
+  in progress. ``--shutdown lifespan`` closes them there instead, to show the
+  trap.
+- ``--workers N`` runs N worker processes on one listening socket, behind a
+  minimal process manager that passes SIGTERM on to each and exits 0 when
+  they all did.
 
-Served by Hypercorn on asyncio, uvloop or trio, or by Uvicorn on asyncio::
+Served by Hypercorn on asyncio, uvloop or trio, or by Uvicorn on asyncio or
+uvloop::
 
     python examples/web_service.py --server hypercorn --backend trio --port 8000
 
@@ -43,25 +48,29 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any, cast
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
 
-from anygate import Gate, GateClosed, GateGuard
+from anygate import Gate
+from anygate.asgi import GateMiddleware, Scope
 
 TENANTS = ("alpha", "beta", "gamma")
 RETRY_AFTER_SECONDS = 5
@@ -70,7 +79,7 @@ STARTED = time.monotonic()
 
 
 def log(message: str) -> None:
-    print(f"{time.monotonic() - STARTED:7.3f}s  {message}", flush=True)
+    print(f"{time.monotonic() - STARTED:7.3f}s  [{os.getpid()}] {message}", flush=True)
 
 
 class TenantGone(Exception):
@@ -80,9 +89,10 @@ class TenantGone(Exception):
 class Tenant:
     """A tenant: its files, and the gate that every request using them holds."""
 
-    def __init__(self, name: str, directory: Path, file_size: int) -> None:
+    def __init__(self, name: str, directory: Path, file_size: int, parent: Gate) -> None:
         self.name = name
-        self.gate = Gate(f"tenant {name}", warn_after=None)
+        # A child of the service's gate: closing the service closes every tenant.
+        self.gate = Gate(f"tenant {name}", parent=parent, warn_after=None)
         self.directory = directory
         self.data = directory / "data.bin"
         directory.mkdir()
@@ -103,8 +113,8 @@ class Tenant:
     def close(self, grace: float | None) -> Coroutine[Any, Any, float]:
         """Close the gate now; the coroutine returned waits for the drain, then deletes.
 
-        The gate is shut by this call, before anything is awaited, so a service
-        can shut every tenant at once and then wait for them together.
+        The gate is shut by this call, before anything is awaited, so that
+        requests are refused from this call on.
         """
         started = time.monotonic()
         drained = self.gate.close(grace=grace)
@@ -112,16 +122,20 @@ class Tenant:
 
     async def _delete_after(self, drained: Awaitable[None], started: float) -> float:
         await drained
-        # Nothing holds the gate: nothing can be reading the files.
-        self.deleted = True
-        shutil.rmtree(self.directory)
+        self.delete()
         took = time.monotonic() - started
         log(f"tenant {self.name!r} closed after {took:.3f}s; its files are deleted")
         return took
 
+    def delete(self) -> None:
+        # Called once the gate has drained: nothing can be reading the files.
+        if not self.deleted:
+            self.deleted = True
+            shutil.rmtree(self.directory)
+
 
 class Service:
-    """The tenants, and the server-side state the tests wait on."""
+    """The tenants, their gates under the service's, and the state the tests wait on."""
 
     def __init__(
         self,
@@ -135,16 +149,28 @@ class Service:
         self.grace = grace
         self.drain_timeout = drain_timeout
         self.close_in_lifespan = close_in_lifespan
-        self.tenants = {name: Tenant(name, root / name, file_size) for name in TENANTS}
-        self.shutting_down = False
+        self.gate = Gate("service", warn_after=None)
+        self.tenants = {name: Tenant(name, root / name, file_size, self.gate) for name in TENANTS}
         self._changed: anyio.Event | None = None
         # Slow requests wait for their ticket to be finished by /debug/finish.
         self._tickets: dict[str, anyio.Event] = {}
         self._published: dict[str, anyio.Event] = {}
 
     def tenant(self, request: Request) -> Tenant:
-        name = request.path_params["tenant"]
-        return self.tenants[name]
+        return self.tenants[request.path_params["tenant"]]
+
+    def gate_for(self, scope: Scope) -> Gate | None:
+        """The gate a request holds, chosen by GateMiddleware: its tenant's, if any."""
+        parts = scope["path"].split("/", 3)
+        if len(parts) > 2 and parts[1] == "t" and parts[2] in self.tenants:
+            return self.tenants[parts[2]].gate
+        return None  # /ready, /admin and /debug hold no gate
+
+    @staticmethod
+    def cancellable(scope: Scope) -> bool:
+        """Long-polls and streams of events end when their gate's grace runs out."""
+        path: str = scope["path"]
+        return path.endswith(("/poll", "/feed"))
 
     def notify(self) -> None:
         """Wake the tasks in :meth:`wait_until`: something they look at has changed."""
@@ -169,10 +195,22 @@ class Service:
     def publish(self, tenant: str) -> None:
         self._published.pop(tenant, anyio.Event()).set()
 
-    async def server_stopping(self) -> None:
-        """Called by the server's shutdown trigger, before the server drains."""
-        if not self.close_in_lifespan:
-            await self.shutdown()
+    async def report_shutdown(self) -> None:
+        """Runs for the server's lifetime: logs the shutdown, and deletes the files after it.
+
+        The server's shutdown helper closes :attr:`gate`; this only watches.
+        """
+        await self.gate.wait_closing()
+        log(f"shutting down: closing {len(self.tenants)} tenants, grace {self.grace}s")
+        self.notify()
+        await self.gate.close()  # grace None: the close's own grace stands; waits for the drain
+        for tenant in self.tenants.values():
+            tenant.delete()
+        violations = sum(t.violations for t in self.tenants.values())
+        log(
+            f"all tenants closed; tenant files used after their close: {violations}; "
+            "the server drains its connections now"
+        )
 
     async def lifespan_shutdown(self) -> None:
         """Called by the ASGI lifespan shutdown, after the server has drained."""
@@ -182,139 +220,88 @@ class Service:
             # The trap, kept for comparison (--shutdown lifespan): the server
             # has already waited for the requests, then cancelled them; there is
             # nothing left to close gracefully.
-            await self.shutdown()
-
-    async def shutdown(self) -> None:
-        """Close every tenant at once, then wait for them all to drain.
-
-        Called by the server's shutdown trigger, while the server still accepts
-        connections: requests arriving now are refused with a 503, the ones in
-        progress finish, and long-polls are cancelled after the grace.
-        """
-        if self.shutting_down:
-            return
-        self.shutting_down = True
-        log(f"shutting down: closing {len(self.tenants)} tenants, grace {self.grace}s")
-        open_tenants = [t for t in self.tenants.values() if not t.gate.closed]
-        drains = [tenant.close(self.grace) for tenant in open_tenants]
-        self.notify()
-        with anyio.move_on_after(self.drain_timeout) as scope:
-            async with anyio.create_task_group() as tg:
-                for drain in drains:
-                    tg.start_soon(_await, drain)
-        if scope.cancelled_caught:
-            held = {t.name: t.gate.holders() for t in open_tenants if t.gate.count}
-            log(f"gave up waiting after {self.drain_timeout}s; still held: {held}")
-        else:
-            violations = sum(t.violations for t in self.tenants.values())
-            log(
-                f"all tenants closed; tenant files used after their close: {violations}; "
-                "the server drains its connections now"
-            )
-
-
-async def _await(awaitable: Awaitable[object]) -> None:
-    await awaitable
-
-
-class HeldStreamingResponse(StreamingResponse):
-    """A streaming response that holds ``guard`` until its last byte is sent.
-
-    The guard is released when the response has been sent, or has failed (the
-    client went away), in the task that sends it. A cancellable guard works
-    too: its cancel scope is entered and left around the whole send, in that
-    one task, and when a close's grace cuts the stream, the body is ended
-    properly, so that the client sees a complete response. Never put a
-    cancellable guard inside the body's async generator: the generator may be
-    resumed or closed from another task.
-    """
-
-    def __init__(self, guard: GateGuard, content: AsyncIterator[bytes], media_type: str) -> None:
-        super().__init__(content, media_type=media_type)
-        self.guard = guard
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = ended = False
-
-        async def watched(message: Message) -> None:
-            nonlocal started, ended
-            started = started or message["type"] == "http.response.start"
-            ended = message["type"] == "http.response.body" and not message.get("more_body")
-            await send(message)
-
-        with self.guard:
-            await super().__call__(scope, receive, watched)
-        if self.guard.cancelled_caught and started and not ended:
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-class HeldFileResponse(FileResponse):
-    """A file response that holds ``guard`` until the file has been sent."""
-
-    def __init__(self, guard: GateGuard, path: Path, filename: str) -> None:
-        super().__init__(path, filename=filename)
-        self.guard = guard
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        with self.guard:
-            await super().__call__(scope, receive, send)
+            await self.gate.close(grace=self.grace)
 
 
 def build_app(service: Service) -> Starlette:
-    """The ASGI application: the tenants' routes, the admin route and the debug routes."""
+    """The ASGI application: the tenants' routes, the admin route and the debug routes.
+
+    No handler touches a gate: GateMiddleware holds the tenant's gate around
+    each request, until its response has been sent.
+    """
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        await service.lifespan_shutdown()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(service.report_shutdown)
+            log("worker ready")
+            yield
+            await service.lifespan_shutdown()
+            if not service.gate.closed:
+                tg.cancel_scope.cancel()  # stopped without closing: nothing to report
+
+    async def ready(request: Request) -> Response:
+        """Readiness: 503 from the moment closing begins, so that traffic moves away."""
+        if service.gate.closed:
+            return Response("shutting down\n", status_code=503, media_type="text/plain")
+        return Response("ready\n", media_type="text/plain")
 
     async def item(request: Request) -> Response:
         tenant = service.tenant(request)
         key = int(request.path_params["key"])
-        with tenant.gate:  # the fastest hold: a block, no guard object
-            tenant.check_files()
-            async with await anyio.open_file(tenant.data, "rb") as f:
-                await f.seek(key)
-                value = (await f.read(1))[0]
+        tenant.check_files()
+        async with await anyio.open_file(tenant.data, "rb") as f:
+            await f.seek(key)
+            value = (await f.read(1))[0]
         return JSONResponse({"tenant": tenant.name, "key": key, "value": value})
 
     async def work(request: Request) -> Response:
-        """A slow request: it runs until /debug/finish/{ticket} is called."""
+        """A slow request: it runs until /debug/finish/{ticket} is called.
+
+        With ``?until=closing`` it runs until the service begins to close
+        instead, so that it is in flight when the shutdown starts, whichever
+        worker process serves it.
+        """
         tenant = service.tenant(request)
         ticket = request.path_params["ticket"]
-        with tenant.gate.enter(f"work {ticket}"):
-            service.notify()
+        log(f"work {ticket} started")
+        service.notify()
+        if request.query_params.get("until") == "closing":
+            await service.gate.wait_closing()
+        else:
             await service.ticket(ticket).wait()
-            tenant.check_files()
-            size = (await anyio.Path(tenant.data).stat()).st_size
+        tenant.check_files()
+        size = (await anyio.Path(tenant.data).stat()).st_size
         return JSONResponse({"tenant": tenant.name, "ticket": ticket, "size": size})
 
-    async def poll(request: Request) -> Response:
-        """A long-poll: waits for the tenant's next event, cancelled by a close's grace."""
+    async def upload(request: Request) -> Response:
+        """Reads the request's body to its end, as the client sends it, then answers."""
         tenant = service.tenant(request)
-        with tenant.gate.enter("long-poll", cancellable=True) as guard:
-            service.notify()
-            await service.published(tenant.name).wait()
-            tenant.check_files()
-        if guard.cancelled_caught:
-            return JSONResponse(
-                {"error": f"tenant {tenant.name!r} is shutting down", "cancelled": True},
-                status_code=503,
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
+        size = 0
+        async for chunk in request.stream():
+            if size == 0 and chunk:
+                log(f"upload {request.path_params['name']} started")
+            size += len(chunk)
+        tenant.check_files()
+        return JSONResponse({"tenant": tenant.name, "received": size, "worker": os.getpid()})
+
+    async def poll(request: Request) -> Response:
+        """A long-poll: waits for the tenant's next event; a close's grace ends it with a 503."""
+        tenant = service.tenant(request)
+        service.notify()
+        await service.published(tenant.name).wait()
+        tenant.check_files()
         return JSONResponse({"tenant": tenant.name, "events": tenant.events})
 
     async def publish(request: Request) -> Response:
         tenant = service.tenant(request)
-        with tenant.gate:
-            tenant.events += 1
-            service.publish(tenant.name)
+        tenant.events += 1
+        service.publish(tenant.name)
         return JSONResponse({"tenant": tenant.name, "events": tenant.events})
 
     async def feed(request: Request) -> Response:
-        """The tenant's events as a never-ending stream, cut by a close's grace."""
+        """The tenant's events as a never-ending stream, ended cleanly by a close's grace."""
         tenant = service.tenant(request)
-        guard = tenant.gate.enter("feed", cancellable=True)
         service.notify()
 
         async def lines() -> AsyncIterator[bytes]:
@@ -323,16 +310,15 @@ def build_app(service: Service) -> Starlette:
                 await service.published(tenant.name).wait()
                 yield f"event {tenant.events}\n".encode()
 
-        return HeldStreamingResponse(guard, lines(), media_type="text/plain")
+        return StreamingResponse(lines(), media_type="text/plain")
 
     async def export(request: Request) -> Response:
         """The tenant's data as a stream, read chunk by chunk while it is sent."""
         tenant = service.tenant(request)
-        guard = tenant.gate.enter("export")  # released by the response, once sent
         service.notify()
 
         async def chunks() -> AsyncIterator[bytes]:
-            # No gate code in here: the response holds the guard around the whole send.
+            # No gate code here: the middleware holds the gate until the last chunk is sent.
             async with await anyio.open_file(tenant.data, "rb") as f:
                 while True:
                     tenant.check_files()
@@ -341,15 +327,14 @@ def build_app(service: Service) -> Starlette:
                         return
                     yield chunk
 
-        return HeldStreamingResponse(guard, chunks(), media_type="application/octet-stream")
+        return StreamingResponse(chunks(), media_type="application/octet-stream")
 
     async def download(request: Request) -> Response:
         tenant = service.tenant(request)
-        guard = tenant.gate.enter("download")
         service.notify()
-        # `with tenant.gate: return FileResponse(...)` would let go here, before
-        # a byte is sent, and the close could delete the file mid-download.
-        return HeldFileResponse(guard, tenant.data, filename=f"{tenant.name}.bin")
+        # The handler returns before a byte is sent; the middleware's hold lasts
+        # until the file has been sent, so a close cannot delete it mid-download.
+        return FileResponse(tenant.data, filename=f"{tenant.name}.bin")
 
     async def close_tenant(request: Request) -> Response:
         tenant = service.tenant(request)
@@ -381,17 +366,12 @@ def build_app(service: Service) -> Starlette:
         service.ticket(request.path_params["ticket"]).set()
         return JSONResponse({"finished": request.path_params["ticket"]})
 
-    async def gate_closed(request: Request, exc: Exception) -> Response:
-        return JSONResponse(
-            {"error": str(exc)},
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-        )
-
     return Starlette(
         routes=[
+            Route("/ready", ready),
             Route("/t/{tenant}/items/{key:int}", item),
             Route("/t/{tenant}/work/{ticket}", work),
+            Route("/t/{tenant}/upload/{name}", upload, methods=["POST"]),
             Route("/t/{tenant}/poll", poll),
             Route("/t/{tenant}/events", publish, methods=["POST"]),
             Route("/t/{tenant}/feed", feed),
@@ -401,23 +381,29 @@ def build_app(service: Service) -> Starlette:
             Route("/debug/tenants/{tenant}", debug_tenant),
             Route("/debug/finish/{ticket}", debug_finish, methods=["POST"]),
         ],
-        # GateClosed only: its base class, anyio.ClosedResourceError, also means
-        # "a stream was closed", which is a bug here rather than a 503.
-        exception_handlers={GateClosed: gate_closed},
+        middleware=[
+            Middleware(
+                GateMiddleware,
+                gate=service.gate_for,
+                cancellable=service.cancellable,
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+        ],
         lifespan=lifespan,
     )
 
 
 async def wait_for_signal() -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            log(f"received {signal.Signals(signum).name}")
+        async for _ in signals:
             return
 
 
 async def serve_hypercorn(service: Service, sock: socket.socket, backend: str) -> None:
     from hypercorn.config import Config
     from hypercorn.typing import ASGIFramework
+
+    from anygate.hypercorn import shutdown_trigger
 
     config = Config()
     # Hypercorn takes an inherited socket by its file descriptor; detach() hands it
@@ -426,37 +412,27 @@ async def serve_hypercorn(service: Service, sock: socket.socket, backend: str) -
     config.accesslog = None
     # Only what the gates let through is left to drain: this is a backstop.
     config.graceful_timeout = service.drain_timeout
-
-    async def shutdown_trigger() -> None:
-        # Hypercorn stops the server when this returns, then drains, then runs
-        # the lifespan shutdown. The gates are closed and drained first.
-        await wait_for_signal()
-        await service.server_stopping()
+    # On SIGTERM or SIGINT: close the gates, wait for their drain, then stop.
+    trigger = shutdown_trigger(service.gate, grace=service.grace)
+    if service.close_in_lifespan:
+        trigger = wait_for_signal  # the trap: stop at once, close in the lifespan
 
     # Hypercorn's ASGI types are stricter than Starlette's; the protocol is the same.
     app = cast("ASGIFramework", build_app(service))
     if backend == "trio":
         from hypercorn.trio import serve as serve_trio
 
-        await serve_trio(app, config, shutdown_trigger=shutdown_trigger)
+        await serve_trio(app, config, shutdown_trigger=trigger)
     else:
         from hypercorn.asyncio import serve as serve_asyncio
 
-        await serve_asyncio(app, config, shutdown_trigger=shutdown_trigger)
+        await serve_asyncio(app, config, shutdown_trigger=trigger)
 
 
 async def serve_uvicorn(service: Service, sock: socket.socket) -> None:
     import uvicorn
 
-    class GatedServer(uvicorn.Server):
-        """Closes the gates when the server is told to exit, before it drains."""
-
-        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-            # Uvicorn's own shutdown closes the listeners, waits for the
-            # connections, and only then runs the lifespan shutdown.
-            await service.server_stopping()
-            await super().shutdown(sockets)
-            log("server stopped")
+    from anygate.uvicorn import serve
 
     config = uvicorn.Config(
         build_app(service),
@@ -464,9 +440,45 @@ async def serve_uvicorn(service: Service, sock: socket.socket) -> None:
         lifespan="on",
         timeout_graceful_shutdown=math.ceil(service.drain_timeout),
     )
-    # Uvicorn handles SIGTERM and SIGINT itself, by setting should_exit, and
-    # raises the signal again once it has shut down, so the process ends by it.
-    await GatedServer(config).serve(sockets=[sock])
+    server = uvicorn.Server(config)
+    if service.close_in_lifespan:
+        # The trap: Uvicorn's own handling, which drains first, then ends by the signal.
+        await server.serve(sockets=[sock])
+    else:
+        # On SIGTERM or SIGINT: close the gates, wait for their drain, then stop.
+        await serve(server, service.gate, grace=service.grace, sockets=[sock])
+
+
+def run_workers(argv: list[str], sock: socket.socket, workers: int) -> int:
+    """A minimal process manager: N workers on one socket; SIGTERM is passed on to each.
+
+    Each worker is this script with ``--fd``, serving the inherited socket with
+    its own gates. The workers run in a session of their own, so that a Ctrl+C
+    in a terminal reaches them once, from here, not twice. Exits 0 when every
+    worker did.
+    """
+    command = [sys.executable, __file__, *argv, "--fd", str(sock.fileno())]
+    children = [
+        subprocess.Popen(command, pass_fds=[sock.fileno()], start_new_session=True)
+        for _ in range(workers)
+    ]
+    # The workers listen; this copy would keep accepting connections into the
+    # backlog after they stopped, which clients would see as a hang.
+    sock.close()
+
+    def pass_on(signum: int, frame: FrameType | None) -> None:
+        log(f"manager: received {signal.Signals(signum).name}, passing SIGTERM to the workers")
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, pass_on)
+    signal.signal(signal.SIGINT, pass_on)
+    statuses = []
+    for child in children:
+        statuses.append(child.wait())
+        log(f"manager: worker {child.pid} exited with status {statuses[-1]}")
+    return 0 if all(status == 0 for status in statuses) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -476,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     parser.add_argument("--grace", type=float, default=5.0, help="seconds before long-polls end")
     parser.add_argument(
-        "--drain-timeout", type=float, default=30.0, help="seconds before shutdown gives up"
+        "--drain-timeout", type=float, default=30.0, help="the server's own backstop, in seconds"
     )
     parser.add_argument("--file-size", type=int, default=4 * 1024 * 1024)
     parser.add_argument(
@@ -485,15 +497,28 @@ def main(argv: list[str] | None = None) -> int:
         default="trigger",
         help="where the gates are closed: 'lifespan' shows the trap, for comparison",
     )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # a worker's inherited socket
     args = parser.parse_args(argv)
     if args.server == "uvicorn" and args.backend == "trio":
         parser.error("uvicorn runs on asyncio only")
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", args.port))
-    sock.listen(128)
+    if args.fd is not None:
+        sock = socket.socket(fileno=args.fd)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", args.port))
+        sock.listen(128)
     port = sock.getsockname()[1]
+    if args.workers > 1:
+        log(f"{args.server} on {args.backend}, listening on http://127.0.0.1:{port}")
+        worker_argv = [
+            *("--server", args.server, "--backend", args.backend, "--grace", str(args.grace)),
+            *("--drain-timeout", str(args.drain_timeout), "--file-size", str(args.file_size)),
+            *("--shutdown", args.shutdown),
+        ]
+        return run_workers(worker_argv, sock, args.workers)
 
     with tempfile.TemporaryDirectory() as root:
         service = Service(
