@@ -522,8 +522,6 @@ class TestIsolation:
         source = Path(__file__).parent.parent / "src" / "anygate"
         forbidden = {"asyncio", "trio", "sniffio", "uvloop"}
         for path in source.glob("*.py"):
-            if path.name == "uvicorn.py":
-                continue  # Uvicorn's adapter: Uvicorn runs on asyncio only
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
                     names = [alias.name for alias in node.names]

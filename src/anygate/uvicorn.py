@@ -6,15 +6,17 @@ but anyio, and runs where Uvicorn does: on asyncio, with or without uvloop.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Awaitable
 from types import FrameType
 from typing import Protocol
 
+import anyio
+
 from ._gate import Gate
 from ._servers import check_gates, close_all
-from ._util import check_seconds
+from ._util import check_seconds, require_loop
+from ._wakeup import LoopRef
 
 __all__ = ["serve"]
 
@@ -80,7 +82,8 @@ async def serve(
     :raises TypeError: if ``server`` is not a Uvicorn server, no gate is given,
         one is not a :class:`~anygate.Gate`, or ``grace`` is not a number
     :raises ValueError: if ``grace`` is negative or NaN
-    :raises RuntimeError: if no asyncio event loop runs (Uvicorn needs asyncio)
+    :raises RuntimeError: if no event loop runs, or it is not asyncio's (Uvicorn
+        needs asyncio); with no loop at all, :exc:`anyio.NoEventLoopError`
     """
     if not callable(getattr(server, "serve", None)) or not callable(
         getattr(server, "handle_exit", None)
@@ -88,13 +91,13 @@ async def serve(
         raise TypeError(f"serve() needs a uvicorn.Server, not {type(server).__name__}")
     checked = check_gates("serve", gates)
     seconds = check_seconds("grace", grace)
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        raise RuntimeError("anygate.uvicorn.serve() runs on asyncio, as Uvicorn does") from None
+    token = require_loop("anygate.uvicorn.serve()")
+    if "asyncio" not in token.backend_class.__module__:
+        raise RuntimeError("anygate.uvicorn.serve() runs on asyncio, as Uvicorn does")
+    loop = LoopRef("anygate.uvicorn.serve()")
 
     uvicorn_handle_exit = server.handle_exit
-    signalled = asyncio.Event()
+    signalled = anyio.Event()
     received: list[int] = []
 
     def handle_exit(sig: int, frame: FrameType | None) -> None:
@@ -104,10 +107,12 @@ async def serve(
             return
         received.append(sig)
         # Shut the gates in the handler itself, which close_nowait() allows:
-        # refusals begin at once. The task below waits for the drain.
+        # refusals begin at once. The task below waits for the drain, woken
+        # through the loop: setting the event here, perhaps inside the loop's
+        # own scheduling, could be lost.
         for gate in checked:
             gate.close_nowait(grace=seconds)
-        loop.call_soon_threadsafe(signalled.set)
+        loop.call_soon(signalled.set)
 
     async def close_then_stop() -> None:
         await signalled.wait()
@@ -117,11 +122,12 @@ async def serve(
     # Uvicorn installs self.handle_exit as its signal handler when serving
     # starts, and restores the previous handlers when it ends.
     server.handle_exit = handle_exit  # type: ignore[method-assign]
-    closer = loop.create_task(close_then_stop())
     try:
-        await server.serve(sockets=sockets)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(close_then_stop)
+            try:
+                await server.serve(sockets=sockets)
+            finally:
+                tg.cancel_scope.cancel()
     finally:
-        closer.cancel()
         del server.handle_exit
-        # Waits for the task to end without raising its cancellation here.
-        await asyncio.wait({closer})

@@ -64,5 +64,6 @@ async def serve(
     :raises TypeError: if ``server`` is not a Uvicorn server, no gate is given,
         one is not a :class:`~anygate.Gate`, or ``grace`` is not a number
     :raises ValueError: if ``grace`` is negative or NaN
-    :raises RuntimeError: if no asyncio event loop runs (Uvicorn needs asyncio)
+    :raises RuntimeError: if no event loop runs, or it is not asyncio's (Uvicorn
+        needs asyncio); with no loop at all, :exc:`anyio.NoEventLoopError`
     """
