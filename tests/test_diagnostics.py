@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import io
 import itertools
+import json
 import logging
 import pkgutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -18,6 +21,7 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 from anyio import create_task_group, wait_all_tasks_blocked
+from pythonjsonlogger.json import JsonFormatter
 
 import anygate
 import anygate._guards
@@ -415,3 +419,103 @@ class TestChildrenCountsWhatItSays:
         assert open_.closed
         assert parent.statistics().children == 0
         assert parent.statistics().last_close_duration is not None
+
+
+@contextmanager
+def json_log() -> Iterator[list[dict[str, Any]]]:
+    """The ``anygate`` logger's records while the test runs, each written by
+    python-json-logger's formatter and parsed back: what a JSON log ships."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("anygate")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    records: list[dict[str, Any]] = []
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    records.extend(json.loads(line) for line in stream.getvalue().splitlines())
+
+
+def facts(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in record.items() if key.startswith("anygate_")}
+
+
+class TestStructuredLogFields:
+    """Every record of the ``anygate`` logger carries the same five facts as
+    attributes, beside its message; a JSON formatter writes them as fields."""
+
+    async def test_a_slow_close_its_late_release_and_its_end(self) -> None:
+        gate = Gate("tenant 42", warn_after=0)
+        pool = Gate("pool", parent=gate)
+        query = pool.enter("query 3")
+        upload = gate.enter("upload 7")
+        unnamed = gate.enter()
+        with json_log() as records:
+            async with create_task_group() as tg:
+                tg.start_soon(gate.close)
+                await wait_all_tasks_blocked()  # the close has warned
+                query.release()
+                upload.release()
+                unnamed.release()
+        events = [facts(r) for r in records]
+        assert [e["anygate_event"] for e in events] == [
+            "slow_close",
+            "late_release",
+            "close_completed",
+        ], records
+        slow, late, completed = events
+        assert slow["anygate_gate"] == "tenant 42"
+        assert slow["anygate_count"] == 3
+        assert slow["anygate_seconds"] >= 0
+        assert [h["name"] for h in slow["anygate_holders"]] == ["gate 'pool'", "upload 7"]
+        assert [h["name"] for h in slow["anygate_holders"][0]["held_by"]] == ["query 3"]
+        assert all(isinstance(h["held_for"], float) for h in slow["anygate_holders"])
+        assert late["anygate_gate"] == "tenant 42"
+        assert [h["name"] for h in late["anygate_holders"]] == ["upload 7"]
+        assert late["anygate_count"] == 1  # the unnamed hold is left
+        assert late["anygate_seconds"] >= 0
+        assert completed == {
+            "anygate_event": "close_completed",
+            "anygate_gate": "tenant 42",
+            "anygate_seconds": completed["anygate_seconds"],
+            "anygate_count": 0,
+            "anygate_holders": [],
+        }
+        assert isinstance(completed["anygate_seconds"], float)
+
+    @pytest.mark.parametrize("name", ["leaky", None])
+    def test_a_leaked_guard(self, name: str | None) -> None:
+        gate = Gate("tenant 42")
+        kept = gate.enter()
+        with (
+            json_log() as records,
+            pytest.warns(ResourceWarning, match="garbage-collected without being released"),
+        ):
+            gate.enter(name)
+        kept.release()
+        [record] = records
+        leaked = facts(record)
+        assert leaked["anygate_event"] == "leaked_guard"
+        assert leaked["anygate_gate"] == "tenant 42"
+        assert leaked["anygate_count"] == 1
+        assert "garbage-collected without being released" in record["message"]
+        if name is None:
+            assert leaked["anygate_seconds"] is None
+            assert leaked["anygate_holders"] == []
+        else:
+            assert leaked["anygate_seconds"] >= 0
+            assert [h["name"] for h in leaked["anygate_holders"]] == ["leaky"]
+
+    def test_the_facts_are_named_once(self) -> None:
+        assert private(anygate._diagnostics).FACTS == (
+            "anygate_event",
+            "anygate_gate",
+            "anygate_seconds",
+            "anygate_count",
+            "anygate_holders",
+        )

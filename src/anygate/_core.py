@@ -445,7 +445,8 @@ class GateCore:
         if the close was slow enough to warn."""
         closing = self._closing
         if closing is not None and closing.warned_at is not None and record.name is not None:
-            log_late_release(self._name, record, closing.started)
+            # Called as the hold is about to drop: the count it leaves.
+            log_late_release(self._name, record, closing.started, len(self._holds) - 1)
 
     def _describe(self) -> str:
         return describe(self._name)

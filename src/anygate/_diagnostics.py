@@ -46,6 +46,50 @@ class GateStatistics:
     last_close_duration: float | None
 
 
+#: The facts every record of the ``anygate`` logger carries as attributes (set
+#: through ``extra``), beside its text: the same five on every record, ``None``
+#: where one does not apply, so that a JSON formatter writes one schema.
+#:
+#: * ``anygate_event``: ``"slow_close"``, ``"late_release"``,
+#:   ``"close_completed"`` or ``"leaked_guard"``;
+#: * ``anygate_gate``: the gate's name (``None`` for an unnamed gate);
+#: * ``anygate_seconds``: the seconds the close has waited (slow_close), the
+#:   holder kept the close waiting (late_release), the close took
+#:   (close_completed), or the leaked guard was held (leaked_guard, if named);
+#: * ``anygate_count``: the holds on the gate then (after the release, for
+#:   late_release and leaked_guard);
+#: * ``anygate_holders``: the named holders concerned, oldest first, as plain
+#:   dicts ``{"name": str, "held_for": float}``; a child gate's also has
+#:   ``"held_by"``, its own holders listed the same way. At most 20.
+FACTS = ("anygate_event", "anygate_gate", "anygate_seconds", "anygate_count", "anygate_holders")
+
+
+def _facts(
+    event: str,
+    gate_name: str | None,
+    seconds: float | None,
+    count: int | None,
+    holders: list[dict[str, object]],
+) -> dict[str, object]:
+    return dict(zip(FACTS, (event, gate_name, seconds, count, holders), strict=True))
+
+
+def _holder_facts(records: Iterable[Record], now: float) -> list[dict[str, object]]:
+    facts: list[dict[str, object]] = []
+    for record in records:
+        if record.name is None:
+            continue
+        if len(facts) == _MAX_LISTED:
+            break
+        fact: dict[str, object] = {"name": record.name, "held_for": now - record.since}
+        if isinstance(record, ChildRecord):
+            fact["held_by"] = [
+                {"name": h.name, "held_for": h.held_for} for h in record.holders()[:_MAX_LISTED]
+            ]
+        facts.append(fact)
+    return facts
+
+
 def describe(name: str | None) -> str:
     return "the gate" if name is None else f"gate {name!r}"
 
@@ -84,6 +128,7 @@ def warn_slow_close(
     )
     closer_may_hold = count > known
     listed = _listing(records)
+    facts = _facts("slow_close", gate_name, waited, count, _holder_facts(records, monotonic()))
     _logger.warning(
         "closing %s is taking longer than expected: waited %.3fs, %d still held%s%s",
         describe(gate_name),
@@ -93,19 +138,39 @@ def warn_slow_close(
         f"; close() is awaited in task {closer!r}, which waits forever if it holds the gate itself"
         if closer_may_hold
         else "",
+        extra=facts,
     )
 
 
-def log_late_release(gate_name: str | None, record: Record, closing_since: float) -> None:
+def log_late_release(
+    gate_name: str | None, record: Record, closing_since: float, count: int
+) -> None:
     now = monotonic()
+    kept = now - closing_since
     _logger.info(
         "%r kept %s from closing for %.3fs (held for %.3fs)",
         record.name,
         describe(gate_name),
-        now - closing_since,
+        kept,
         now - record.since,
+        extra=_facts("late_release", gate_name, kept, count, _holder_facts([record], now)),
     )
 
 
 def log_close_completed(gate_name: str | None, took: float) -> None:
-    _logger.info("closing %s completed after %.3fs", describe(gate_name), took)
+    _logger.info(
+        "closing %s completed after %.3fs",
+        describe(gate_name),
+        took,
+        extra=_facts("close_completed", gate_name, took, 0, []),
+    )
+
+
+def log_leaked_guard(message: str, gate_name: str | None, record: Record | None, count: int) -> None:
+    """The record of a guard released by its finalizer, beside its ResourceWarning."""
+    if record is not None and not hasattr(record, "since"):
+        record = None  # interrupted as it was counted: never admitted, never held
+    now = monotonic()
+    held = None if record is None else now - record.since
+    holders = [] if record is None else _holder_facts([record], now)
+    _logger.warning(message, extra=_facts("leaked_guard", gate_name, held, count, holders))

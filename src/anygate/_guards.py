@@ -16,6 +16,7 @@ import anyio
 from typing_extensions import Self, final
 
 from ._closing import Closing
+from ._diagnostics import log_leaked_guard
 from ._records import CancellableRecord, Record, new_record
 from ._util import check_name, require_loop
 from ._wakeup import LoopRef
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 class GuardedGate(Protocol):
     """What a guard needs of its gate (the gate module's :class:`Gate`)."""
 
+    _name: str | None
     #: One item per hold; see :class:`Gate` for the counter's rule.
     _holds: list[None]
     #: Closed, or bounded: a release must settle.
@@ -232,7 +234,13 @@ class GateGuard:
         # A finalizer may run inside the event loop's own machinery: wake
         # nothing directly, only queue the wakeups.
         self._release(soon=True)
+        gate = self._gate
+        log_leaked_guard(message, gate._name, self._holder_record(), len(gate._holds))
         warnings.warn(message, ResourceWarning, stacklevel=1, source=self)
+
+    def _holder_record(self) -> Record | None:
+        """The record of this holder, if it keeps one."""
+        return None
 
 
 @final
@@ -286,6 +294,9 @@ class NamedGuard(GateGuard):
     @property
     def name(self) -> str | None:
         return self._record.name
+
+    def _holder_record(self) -> Record | None:
+        return self._record
 
     def _held(self) -> None:
         record = self._record
