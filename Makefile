@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BACKEND ?= asyncio
 BENCH_ARGS ?=
 
-.PHONY: check test typecheck lint verifytypes docs doctest demo bench dist matrix python-ft python-sid stubs clean
+.PHONY: check test typecheck lint verifytypes docs doctest demo bench dist matrix python-ft python-sid postgres stubs clean
 
 $(VENV)/.test: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,9 @@ $(VENV)/.bench: $(VENV)/.test
 
 check: test typecheck lint verifytypes docs doctest
 
-test: $(VENV)/.test
+# tests/test_postgres.py starts a PostgreSQL server of its own: `make postgres`
+# provides the binaries first (see below).
+test: $(VENV)/.test postgres
 	$(PY) -m pytest
 
 # The stubs hide the inline types from mypy, so each is checked on its own;
@@ -113,6 +115,14 @@ python-ft:
 # Needs root and apt; see the script.
 python-sid:
 	bash tools/python_sid.sh
+
+# PostgreSQL's initdb and postgres, for tests/test_postgres.py: the installed
+# Debian package's, or else Debian's packages fetched with apt-get download and
+# unpacked in ~/.cache/anygate/postgres (/var/cache/anygate/postgres as root),
+# which every clone reuses. No root needed, nothing installed on the system;
+# about 20 s the first time, then well under a second. See the script.
+postgres:
+	bash tools/postgres.sh
 
 clean:
 	rm -rf $(VENV) dist build .mypy_cache .pytest_cache .hypothesis .nox docs/_build
