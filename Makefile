@@ -98,7 +98,7 @@ MATRIX_BINS := $(foreach v,3.10 3.11 3.12 3.13 3.14 3.15,$(call pyenv_newest,$(v
 MATRIX_BINS += $(call pyenv_newest,3.13,t) $(call pyenv_newest,3.14,t)
 empty :=
 space := $(empty) $(empty)
-matrix: $(VENV)/.test
+matrix: $(VENV)/.test postgres
 	rm -rf $(MATRIX)
 	$(PY) -m pip wheel --quiet --no-deps --wheel-dir $(MATRIX) .
 	PATH=$(subst $(space),:,$(MATRIX_BINS)):$$PATH $(VENV)/bin/nox --report $(MATRIX)/report.json \

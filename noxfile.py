@@ -161,6 +161,12 @@ def tests(session: nox.Session, version: str, inherit_context: str | None) -> No
     if wrong:
         session.error(f"{session.name} did not get what its name says: {', '.join(wrong)}")
 
+    if in_sid_chroot(version):
+        # tests/test_postgres.py starts a PostgreSQL server: the host's (`make
+        # postgres`, a prerequisite of `make matrix`) does not run in the
+        # chroot, so the chroot gets sid's own, the same way.
+        session.run(*IN_SID, "bash", "tools/postgres.sh", external=True)
+
     # The source tree must not shadow the wheel.
     python("-c", FROM_THE_WHEEL, env=env)
     pytest = (*BOUNDED, *python_command, "-m", "pytest", *session.posargs)

@@ -166,7 +166,9 @@ def log_close_completed(gate_name: str | None, took: float) -> None:
     )
 
 
-def log_leaked_guard(message: str, gate_name: str | None, record: Record | None, count: int) -> None:
+def log_leaked_guard(
+    message: str, gate_name: str | None, record: Record | None, count: int
+) -> None:
     """The record of a guard released by its finalizer, beside its ResourceWarning."""
     if record is not None and not hasattr(record, "since"):
         record = None  # interrupted as it was counted: never admitted, never held
