@@ -534,9 +534,9 @@ class TestIsolation:
 
 
 class TestBadValues:
-    @pytest.mark.parametrize("limit", [0, -1])
-    def test_limit_below_one(self, limit: int) -> None:
-        with pytest.raises(ValueError, match=f"limit must be at least 1, not {limit}"):
+    @pytest.mark.parametrize("limit", [-1, -100])
+    def test_negative_limit(self, limit: int) -> None:
+        with pytest.raises(ValueError, match=rf"limit must be 0 or more \(0 pauses the gate\), not {limit}"):
             Gate(limit=limit)
 
     @pytest.mark.parametrize("limit", ["2", 2.0, True])
