@@ -334,7 +334,7 @@ class Gate(GateCore):
 
     @overload
     def guarded(
-        self, /, *, name: str | None = None, cancellable: bool = False
+        self, func: None = None, /, *, name: str | None = None, cancellable: bool = False
     ) -> Callable[[Callable[_P, Awaitable[_T]]], Callable[_P, Coroutine[Any, Any, _T]]]: ...
 
     def guarded(

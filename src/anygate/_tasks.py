@@ -62,7 +62,7 @@ def gated(
 
 @overload
 def gated(
-    *, name: str | None = None, cancellable: bool = False
+    method: None = None, /, *, name: str | None = None, cancellable: bool = False
 ) -> Callable[
     [Callable[Concatenate[_G, _P], Awaitable[_T]]],
     Callable[Concatenate[_G, _P], Coroutine[Any, Any, _T]],
