@@ -576,7 +576,8 @@ class TestIsolation:
 class TestBadValues:
     @pytest.mark.parametrize("limit", [-1, -100])
     def test_negative_limit(self, limit: int) -> None:
-        with pytest.raises(ValueError, match=rf"limit must be 0 or more \(0 pauses the gate\), not {limit}"):
+        message = rf"limit must be 0 or more \(0 pauses the gate\), not {limit}"
+        with pytest.raises(ValueError, match=message):
             Gate(limit=limit)
 
     @pytest.mark.parametrize("limit", ["2", 2.0, True])

@@ -672,10 +672,12 @@ class TestBorrower:
         # anyio's test_acquire_twice (CapacityLimiter(1)).
         gate = Gate("pool", limit=1)
         async with gate.acquire():
-            with no_hang("a second acquire() in the borrowing task"):
-                with pytest.raises(RuntimeError, match="wait for itself forever"):
-                    async with gate.acquire():
-                        pass  # pragma: no cover
+            with (
+                no_hang("a second acquire() in the borrowing task"),
+                pytest.raises(RuntimeError, match="wait for itself forever"),
+            ):
+                async with gate.acquire():
+                    pass  # pragma: no cover
             assert gate.count == 1
         assert gate.count == 0
 
@@ -692,19 +694,18 @@ class TestBorrower:
 
     async def test_other_ways_to_hold_do_not_count(self) -> None:
         gate = Gate("pool", limit=10)
-        with gate:
-            with gate.enter("e") as entered:
-                clone = entered.clone()
-                async with create_task_group() as tg:
-                    gate.start_soon(tg, anyio.sleep, 0)
+        with gate, gate.enter("e") as entered:
+            clone = entered.clone()
+            async with create_task_group() as tg:
+                gate.start_soon(tg, anyio.sleep, 0)
 
-                    async def started(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-                        task_status.started()
+                async def started(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                    task_status.started()
 
-                    await gate.start(tg, started)
-                    async with gate.acquire():
-                        pass
-                clone.release()
+                await gate.start(tg, started)
+                async with gate.acquire():
+                    pass
+            clone.release()
 
     async def test_a_borrow_released_elsewhere_no_longer_counts(self) -> None:
         gate = Gate("pool", limit=2)

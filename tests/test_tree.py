@@ -464,7 +464,8 @@ class TestRefusalNamesTheClosingAncestor:
         child = Gate("child", parent=root)
         grandchild = Gate("leaf", parent=child)
         root.close_nowait()
-        with pytest.raises(GateClosed, match="gate 'leaf' is closed: its ancestor 'root' is closing"):
+        message = "gate 'leaf' is closed: its ancestor 'root' is closing"
+        with pytest.raises(GateClosed, match=message):
             grandchild.check()
         await root.close()
 

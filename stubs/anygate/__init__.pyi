@@ -57,7 +57,8 @@ class Gate:
     :param name: names the gate in errors, log records and ``repr()``
     :param parent: a gate that this one holds while it is open
     :param limit: the most holds admitted at once, or ``None`` for no limit;
-        clones are not limited, since they are part of work already admitted
+        clones are not limited, since they are part of work already admitted;
+        ``0`` admits nobody until :attr:`limit` is raised
     :param warn_after: seconds a close may take, after its grace if it has one,
         before the task awaiting it logs a warning that names the holders keeping
         the gate open; ``None`` for no warning
@@ -67,7 +68,7 @@ class Gate:
     :raises GateClosed: if ``parent`` is closed
     :raises anyio.WouldBlock: if ``parent`` is at its limit
     :raises TypeError: if an argument has the wrong type
-    :raises ValueError: if ``limit`` is below 1, or ``warn_after`` is negative or NaN
+    :raises ValueError: if ``limit`` is negative, or ``warn_after`` negative or NaN
     """
     def __init__(
         self,

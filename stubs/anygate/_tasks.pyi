@@ -58,6 +58,7 @@ def gated(
         grace runs out, the call is cancelled and raises :exc:`GateClosed`
     :raises TypeError: if ``method`` is not callable, or ``name`` not a string
     """
+
 @overload
 def gated(
     method: None = None, /, *, name: str | None = None, cancellable: bool = False
