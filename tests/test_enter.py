@@ -4,18 +4,20 @@ counter's rule over every way to hold."""
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import anyio.lowlevel
 import pytest
 from anyio import CancelScope, create_task_group, wait_all_tasks_blocked
 from anyio.abc import TaskStatus
 
 from anygate import Gate, GateClosed, GateGuard, gated
-from helpers import Closer, no_hang, raises_in_group
+from helpers import HANG, Closer, no_hang, raises_in_group
 
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
@@ -164,6 +166,35 @@ async def via_guarded(gate: Gate) -> AsyncIterator[None]:
             done.set()
 
 
+@asynccontextmanager
+async def via_to_thread(gate: Gate) -> AsyncIterator[None]:
+    inside = anyio.Event()
+    release = threading.Event()
+    token = anyio.lowlevel.current_token()
+
+    def work() -> None:
+        anyio.from_thread.run_sync(inside.set, token=token)
+        assert release.wait(HANG)
+
+    async with create_task_group() as tg:
+        await call_then_wait(tg, lambda: gate.to_thread(work), inside)
+        try:
+            yield
+        finally:
+            release.set()
+
+
+@asynccontextmanager
+async def via_gated_named(gate: Gate) -> AsyncIterator[None]:
+    owner = NamedOwner(gate)
+    async with create_task_group() as tg:
+        await call_then_wait(tg, owner.call, owner.inside)
+        try:
+            yield
+        finally:
+            owner.done.set()
+
+
 class Owner:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
@@ -171,6 +202,13 @@ class Owner:
         self.done = anyio.Event()
 
     @gated
+    async def call(self) -> None:
+        self.inside.set()
+        await self.done.wait()
+
+
+class NamedOwner(Owner):
+    @gated(name="named call", cancellable=True)
     async def call(self) -> None:
         self.inside.set()
         await self.done.wait()
@@ -222,6 +260,8 @@ ENTRIES: list[Way] = [
     via_start,
     via_guarded,
     via_gated,
+    via_gated_named,
+    via_to_thread,
 ]
 
 
@@ -534,9 +574,10 @@ class TestIsolation:
 
 
 class TestBadValues:
-    @pytest.mark.parametrize("limit", [0, -1])
-    def test_limit_below_one(self, limit: int) -> None:
-        with pytest.raises(ValueError, match=f"limit must be at least 1, not {limit}"):
+    @pytest.mark.parametrize("limit", [-1, -100])
+    def test_negative_limit(self, limit: int) -> None:
+        message = rf"limit must be 0 or more \(0 pauses the gate\), not {limit}"
+        with pytest.raises(ValueError, match=message):
             Gate(limit=limit)
 
     @pytest.mark.parametrize("limit", ["2", 2.0, True])

@@ -651,3 +651,242 @@ class TestCancelledAtTheCheckpointAfterItsHold:
         assert gate.holders() == []
         assert gate.statistics().tasks_waiting == 0
         gate.enter().release()  # the room is free for whoever comes next
+
+
+class TestBorrower:
+    """Translated from anyio's and trio's CapacityLimiter tests: borrowing twice."""
+
+    async def test_acquire_twice_raises_at_once_holding_nothing(self) -> None:
+        # trio's test_CapacityLimiter: there is room for a second hold.
+        gate = Gate("pool", limit=2)
+        guard = await gate.acquire()
+        with pytest.raises(RuntimeError, match=r"already holds gate 'pool' through acquire\(\)"):
+            await gate.acquire()
+        assert gate.count == 1
+        guard.release()
+        # Once released, the task may acquire again.
+        async with gate.acquire():
+            assert gate.count == 1
+
+    async def test_at_limit_one_raises_instead_of_waiting_for_itself(self) -> None:
+        # anyio's test_acquire_twice (CapacityLimiter(1)).
+        gate = Gate("pool", limit=1)
+        async with gate.acquire():
+            with (
+                no_hang("a second acquire() in the borrowing task"),
+                pytest.raises(RuntimeError, match="wait for itself forever"),
+            ):
+                async with gate.acquire():
+                    pass  # pragma: no cover
+            assert gate.count == 1
+        assert gate.count == 0
+
+    async def test_named_and_cancellable_holds_count(self) -> None:
+        gate = Gate("pool", limit=3)
+        async with gate.acquire("a", cancellable=True):
+            with pytest.raises(RuntimeError):
+                await gate.acquire("b")
+        guard = await gate.acquire("a")
+        with pytest.raises(RuntimeError):
+            await gate.acquire(cancellable=True)
+        guard.release()
+        assert gate.count == 0
+
+    async def test_other_ways_to_hold_do_not_count(self) -> None:
+        gate = Gate("pool", limit=10)
+        with gate, gate.enter("e") as entered:
+            clone = entered.clone()
+            async with create_task_group() as tg:
+                gate.start_soon(tg, anyio.sleep, 0)
+
+                async def started(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+                    task_status.started()
+
+                await gate.start(tg, started)
+                async with gate.acquire():
+                    pass
+            clone.release()
+
+    async def test_a_borrow_released_elsewhere_no_longer_counts(self) -> None:
+        gate = Gate("pool", limit=2)
+        guard = await gate.acquire()
+        in_thread(guard.release)
+        (await gate.acquire()).release()
+
+    async def test_other_tasks_and_children_are_not_borrowers(self) -> None:
+        gate = Gate("pool", limit=3)
+        async with gate.acquire():
+            acquired: list[GateGuard] = []
+
+            async def child() -> None:
+                # Started while the parent holds: its context is a copy of
+                # the parent's, and must not pass for the parent's.
+                async with gate.acquire() as guard:
+                    acquired.append(guard)
+                    with pytest.raises(RuntimeError):
+                        await gate.acquire()
+
+            async with create_task_group() as tg:
+                tg.start_soon(child)
+                tg.start_soon(child)
+            assert len(acquired) == 2
+            with pytest.raises(RuntimeError):
+                await gate.acquire()
+
+    async def test_unbounded_gates_are_not_checked(self) -> None:
+        gate = Gate("pool")
+        first = await gate.acquire()
+        second = await gate.acquire()
+        assert gate.count == 2
+        first.release()
+        second.release()
+
+
+class TestSettableLimit:
+    """Translated from anyio's test_increase_tokens/test_decrease_tokens and trio's
+    test_CapacityLimiter_change_total_tokens, and a limit of 0."""
+
+    async def test_raising_admits_waiters_at_once_in_order(self) -> None:
+        gate = Gate("pool", limit=1)
+        holder = await gate.acquire()
+        order: list[int] = []
+
+        async def waiter(i: int) -> None:
+            async with gate.acquire():
+                order.append(i)
+                await anyio.sleep_forever()
+
+        async with create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(waiter, i)
+                await wait_all_tasks_blocked()
+            assert order == []
+            gate.limit = 3
+            await wait_all_tasks_blocked()
+            # In order: the first two in line (trio runs them in its own order).
+            assert sorted(order) == [0, 1]
+            assert gate.count == 3
+            gate.limit = 10
+            await wait_all_tasks_blocked()
+            assert sorted(order) == [0, 1, 2, 3]
+            tg.cancel_scope.cancel()
+        holder.release()
+        assert gate.count == 0
+
+    async def test_lowering_admits_no_one_until_holds_fall_below(self) -> None:
+        gate = Gate("pool", limit=3)
+        guards = [gate.enter() for _ in range(3)]
+        gate.limit = 1
+        assert gate.limit == 1
+        assert gate.count == 3  # nothing held is revoked
+        admitted = anyio.Event()
+
+        async def waiter() -> None:
+            async with gate.acquire():
+                admitted.set()
+
+        async with create_task_group() as tg:
+            tg.start_soon(waiter)
+            await wait_all_tasks_blocked()
+            with pytest.raises(anyio.WouldBlock):
+                gate.enter()
+            guards.pop().release()
+            guards.pop().release()
+            await wait_all_tasks_blocked()
+            assert not admitted.is_set()  # one hold left: still at the limit of 1
+            guards.pop().release()
+            with no_hang("the waiter admitted once the holds fell below"):
+                await admitted.wait()
+
+    async def test_limit_zero_pauses(self) -> None:
+        gate = Gate("pool", limit=0)
+        assert gate.limit == 0
+        with pytest.raises(anyio.WouldBlock, match="at its limit of 0"):
+            gate.enter()
+        admitted = anyio.Event()
+
+        async def waiter() -> None:
+            async with gate.acquire():
+                admitted.set()
+
+        async with create_task_group() as tg:
+            tg.start_soon(waiter)
+            await wait_all_tasks_blocked()
+            assert not admitted.is_set()
+            gate.limit = 1
+            with no_hang("the waiter admitted when the pause ended"):
+                await admitted.wait()
+        gate.limit = 0
+        with pytest.raises(anyio.WouldBlock):
+            gate.enter()
+
+    async def test_raised_from_another_thread_while_tasks_wait(self) -> None:
+        gate = Gate("pool", limit=0)
+        admitted: list[int] = []
+        all_in = anyio.Event()
+
+        async def waiter(i: int) -> None:
+            async with gate.acquire():
+                admitted.append(i)
+                if len(admitted) == 3:
+                    all_in.set()
+                await all_in.wait()
+
+        async with create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(waiter, i)
+            await wait_all_tasks_blocked()
+
+            def raise_limit() -> None:
+                gate.limit = 3
+
+            await anyio.to_thread.run_sync(raise_limit)
+            with no_hang("waiters woken by a limit raised in a thread"):
+                await all_in.wait()
+        assert sorted(admitted) == [0, 1, 2]
+
+    async def test_raised_in_a_thread_while_a_waiter_joins_the_line(self) -> None:
+        """The limit is raised by another thread while a task joins the line
+        under the gate's lock: one of the two sees the other."""
+        gate = Gate("pool", limit=1)
+        holder = gate.enter()
+        spy = LockSpy(gate)
+        done = threading.Event()
+
+        def set_in_thread() -> None:
+            gate.limit = 2
+            done.set()
+
+        def raise_limit() -> None:
+            threading.Thread(target=set_in_thread).start()
+
+        spy.at("_wait_in_line", raise_limit)
+        with no_hang("a waiter joining as the limit is raised"):
+            guard = await gate.acquire()
+        spy.check()
+        assert done.wait(HANG)
+        assert gate.count == 2
+        guard.release()
+        holder.release()
+
+    @pytest.mark.parametrize(
+        ("value", "error", "match"),
+        [
+            (True, TypeError, "limit must be an int"),
+            (2.0, TypeError, "limit must be an int"),
+            ("2", TypeError, "limit must be an int"),
+            (None, TypeError, "limit must be an int"),
+            (-1, ValueError, "limit must be 0 or more"),
+        ],
+    )
+    async def test_bad_values(self, value: object, error: type[Exception], match: str) -> None:
+        gate = Gate("pool", limit=2)
+        with pytest.raises(error, match=match):
+            gate.limit = value  # type: ignore[assignment]
+        assert gate.limit == 2
+
+    async def test_unbounded_gate_has_no_limit_to_change(self) -> None:
+        gate = Gate("tenant")
+        with pytest.raises(TypeError, match=r"gate 'tenant' has no limit.*Gate\(limit=\.\.\.\)"):
+            gate.limit = 3
+        assert gate.limit is None

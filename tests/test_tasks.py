@@ -211,7 +211,7 @@ class TestGated:
 
     async def test_needs_a_callable(self) -> None:
         with pytest.raises(TypeError, match=r"gated\(\) needs a callable, not int"):
-            gated(3)  # type: ignore[arg-type]
+            gated(3)  # type: ignore[call-overload]
 
 
 class TestGuarded:
@@ -281,7 +281,7 @@ class TestGuarded:
 
     async def test_needs_a_callable(self) -> None:
         with pytest.raises(TypeError, match=r"guarded\(\) needs a callable, not int"):
-            Gate().guarded(3)  # type: ignore[arg-type]
+            Gate().guarded(3)  # type: ignore[call-overload]
 
 
 class TestStartSoon:
@@ -495,3 +495,97 @@ class TestGuardedOnAsyncio:
         assert inspect.iscoroutinefunction(work)
         assert inspect.iscoroutinefunction(Tenant.handle)
         assert inspect.iscoroutinefunction(Tenant().handle)
+
+
+class Flusher:
+    def __init__(self) -> None:
+        self.gate = Gate("tenant")
+        self.inside = anyio.Event()
+        self.names: list[str] = []
+
+    @gated
+    async def plain(self) -> int:
+        self.names = [h.name for h in self.gate.holders()]
+        return 1
+
+    @gated(name="flush", cancellable=True)
+    async def flush(self, rows: int) -> int:
+        self.names = [h.name for h in self.gate.holders()]
+        self.inside.set()
+        await anyio.sleep_forever()
+        return rows  # pragma: no cover
+
+
+class TestNamedAndCancellableCalls:
+    async def test_gated_names_the_hold_after_the_method(self) -> None:
+        flusher = Flusher()
+        assert await flusher.plain() == 1
+        assert flusher.names == ["Flusher.plain"]
+        assert inspect.iscoroutinefunction(Flusher.flush)
+
+    async def test_gated_cancellable_is_cancelled_at_the_grace(self) -> None:
+        flusher = Flusher()
+        errors: list[GateClosed] = []
+
+        async def call() -> None:
+            try:
+                await flusher.flush(3)
+            except GateClosed as exc:
+                errors.append(exc)
+
+        async with create_task_group() as tg:
+            tg.start_soon(call)
+            await flusher.inside.wait()
+            assert flusher.names == ["flush"]
+            with no_hang("the cancellable call ended by the grace"):
+                await flusher.gate.close(grace=0)
+        assert len(errors) == 1
+        assert "grace ran out and cancelled the call 'flush'" in str(errors[0])
+        assert errors[0].gate is flusher.gate
+
+    async def test_guarded_bare_and_with_arguments(self) -> None:
+        gate = Gate("pool")
+        seen: list[list[str]] = []
+
+        @gate.guarded
+        async def bare(x: int) -> int:
+            seen.append([h.name for h in gate.holders()])
+            return x
+
+        @gate.guarded(name="named")
+        async def named(x: int) -> int:
+            seen.append([h.name for h in gate.holders()])
+            return x
+
+        assert await bare(1) == 1
+        assert await named(2) == 2
+        assert seen == [
+            ["TestNamedAndCancellableCalls.test_guarded_bare_and_with_arguments.<locals>.bare"],
+            ["named"],
+        ]
+
+    async def test_guarded_cancellable(self) -> None:
+        gate = Gate("pool")
+        inside = anyio.Event()
+
+        @gate.guarded(cancellable=True)
+        async def poll() -> None:
+            inside.set()
+            await anyio.sleep_forever()
+
+        async with create_task_group() as tg:
+
+            async def call() -> None:
+                with pytest.raises(GateClosed, match="cancelled the call"):
+                    await poll()
+
+            tg.start_soon(call)
+            await inside.wait()
+            with no_hang("the cancellable guarded call ended by the grace"):
+                await gate.close(grace=0)
+
+    def test_bad_name(self) -> None:
+        with pytest.raises(TypeError, match="name must be a str or None"):
+            gated(name=1)  # type: ignore[call-overload]
+        with pytest.raises(TypeError, match="name must be a str or None"):
+            Gate().guarded(name=b"x")  # type: ignore[call-overload]

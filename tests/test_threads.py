@@ -14,16 +14,19 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 from anyio import (
+    CancelScope,
     create_task_group,
     wait_all_tasks_blocked,
 )
 
-from anygate import Gate, GateGuard
+from anygate import Gate, GateClosed, GateGuard
 from helpers import (
     GRACE,
     HANG,
     Block,
     Closer,
+    Pause,
+    fail_first,
     hold_back_forever,
     in_fresh_context,
     in_thread,
@@ -529,3 +532,79 @@ class TestInheritedContext:
         guard.release()
         with no_hang("close() after a close_nowait() from a thread that inherited the context"):
             await gate.close()
+
+
+class TestToThread:
+    async def test_holds_the_gate_while_the_function_runs(self) -> None:
+        gate = Gate("pool")
+        counts: list[int] = []
+
+        def work(a: int, b: int) -> int:
+            counts.append(gate.count)
+            return a + b
+
+        assert await gate.to_thread(work, 1, 2) == 3
+        assert counts == [1]
+        assert gate.count == 0
+
+    async def test_released_when_the_function_raises(self) -> None:
+        gate = Gate("pool", limit=1)
+        with pytest.raises(KeyError):
+            await gate.to_thread(fail_first)
+        assert gate.count == 0
+
+    async def test_named_holder_is_listed(self) -> None:
+        gate = Gate("pool")
+        names: list[list[str]] = []
+        await gate.to_thread(lambda: names.append([h.name for h in gate.holders()]), name="sync")
+        assert names == [["sync"]]
+
+    async def test_refuses_on_a_closed_gate_without_starting_the_thread(self) -> None:
+        gate = Gate("pool")
+        await gate.close()
+        ran: list[bool] = []
+        with pytest.raises(GateClosed, match="gate 'pool' is closed"):
+            await gate.to_thread(lambda: ran.append(True))
+        assert ran == []
+        assert gate.count == 0
+
+    async def test_waits_for_room_like_acquire(self) -> None:
+        gate = Gate("pool", limit=1)
+        holder = gate.enter()
+        done = anyio.Event()
+
+        async def run() -> None:
+            await gate.to_thread(lambda: None)
+            done.set()
+
+        async with create_task_group() as tg:
+            tg.start_soon(run)
+            await wait_all_tasks_blocked()
+            assert private(gate)._admission.line  # waiting in line, no thread yet
+            holder.release()
+            with no_hang("to_thread admitted when room was made"):
+                await done.wait()
+
+    async def test_close_waits_for_an_abandoned_thread(self) -> None:
+        gate = Gate("pool")
+        pause = Pause()
+        closer = Closer(gate)
+        with CancelScope() as scope:
+            async with create_task_group() as tg:
+
+                async def call() -> None:
+                    await gate.to_thread(pause.here, abandon_on_cancel=True)
+
+                tg.start_soon(call)
+                await anyio.to_thread.run_sync(pause.wait_reached)
+                scope.cancel()  # the caller returns at once, abandoning the thread
+        assert scope.cancelled_caught
+        assert gate.count == 1  # the thread still holds
+        with no_hang("close() woken by the abandoned thread's release"):
+            async with create_task_group() as tg:
+                tg.start_soon(closer.run)
+                await wait_all_tasks_blocked()
+                assert not closer.done
+                pause.go()
+        assert closer.done
+        assert gate.count == 0

@@ -443,3 +443,45 @@ class TestChildReopenedAsItDrains:
         with no_hang("close() of the parent"):
             await parent.close()
         assert parent.count == 0
+
+
+class TestRefusalNamesTheClosingAncestor:
+    async def test_child_refuses_naming_its_parent(self) -> None:
+        tenant = Gate("tenant t1")
+        pool = Gate("pool t1", parent=tenant)
+        tenant.close_nowait()
+        with pytest.raises(GateClosed) as caught:
+            pool.enter()
+        assert str(caught.value) == "gate 'pool t1' is closed: its parent 'tenant t1' is closing"
+        assert caught.value.gate is pool
+        assert caught.value.closed_by is tenant
+        await tenant.close()
+        with pytest.raises(GateClosed, match="its parent 'tenant t1' is closing"):
+            await pool.acquire()
+
+    async def test_grandchild_names_its_ancestor(self) -> None:
+        root = Gate("root")
+        child = Gate("child", parent=root)
+        grandchild = Gate("leaf", parent=child)
+        root.close_nowait()
+        message = "gate 'leaf' is closed: its ancestor 'root' is closing"
+        with pytest.raises(GateClosed, match=message):
+            grandchild.check()
+        await root.close()
+
+    async def test_a_gate_closed_by_itself(self) -> None:
+        parent = Gate("parent")
+        child = Gate("child", parent=parent)
+        child.close_nowait()
+        parent.close_nowait()  # closes nothing more in the child
+        with pytest.raises(GateClosed) as caught:
+            child.enter()
+        assert str(caught.value) == "gate 'child' is closed"
+        assert caught.value.closed_by is child
+        await parent.close()
+
+    def test_built_by_hand(self) -> None:
+        error = GateClosed("by hand")
+        assert error.gate is None
+        assert error.closed_by is None
+        assert str(error) == "by hand"

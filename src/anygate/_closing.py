@@ -50,6 +50,7 @@ class Closing:
 
     __slots__ = (
         "_on_loop",
+        "by",
         "completion_logged",
         "deadline",
         "drained_at",
@@ -62,8 +63,11 @@ class Closing:
         "watchers",
     )
 
-    def __init__(self, parent_hold: ParentHold | None) -> None:
+    def __init__(self, parent_hold: ParentHold | None, by: object) -> None:
         self.started = monotonic()
+        #: The gate whose close this is: the gate itself, or the ancestor whose
+        #: close reached it (named by the refusals, GateClosed.closed_by).
+        self.by = by
         #: The gate's hold on its parent while this close runs; dropped, exactly
         #: once, by whoever sees the drain (under the gate's lock). It belongs
         #: to this close: a reopen makes a new hold for the next one.

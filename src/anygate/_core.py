@@ -14,13 +14,14 @@ import anyio
 import anyio.lowlevel
 
 from ._admission import Admission, Waiter, WaiterState
+from ._borrows import BORROWS, check_borrower, record_borrow
 from ._closing import Closing, wait_drained
 from ._diagnostics import describe, log_late_release, warn_slow_close
 from ._exceptions import GateClosed
 from ._guards import CancellableGuard, GateGuard, child_guard, new_guard
 from ._lock import GateLock
 from ._records import CancellableRecord, ChildRecord, Holder, Record
-from ._util import require_loop
+from ._util import check_limit, require_loop
 from ._wakeup import Wakeup, in_signal_handler
 
 
@@ -246,6 +247,36 @@ class GateCore:
             return [waiter.wakeup for waiter in admission.admit(self._holds)], None
         return [], None
 
+    async def _borrow(self, name: str | None, cls: type[GateGuard]) -> GateGuard:
+        """What ``await gate.acquire()`` runs: on a bounded gate, refuse a task
+        that holds it through acquire() already, and note the new hold."""
+        if self._admission is None:
+            return await self._acquire(name, cls)
+        borrows = BORROWS.get(None)
+        if borrows is not None:
+            borrow = borrows.get(self)
+            if borrow is not None and borrow[0]._holds is not None:
+                check_borrower(self, borrows, borrow)
+        guard = await self._acquire(name, cls)
+        record_borrow(self, guard)
+        return guard
+
+    def _set_limit(self, limit: int) -> None:
+        """Change the limit of a bounded gate, then admit the waiters it makes room for."""
+        admission = self._admission
+        if admission is None:
+            raise TypeError(
+                f"{self._describe()} has no limit, and cannot be given one: "
+                "make it with Gate(limit=...) to change its limit later"
+            )
+        check_limit(limit, none=False)
+        lock = self._lock
+        with lock:
+            # Under the lock, as the line's changes are; the settle it owes
+            # runs as the lock is let go, and admits the waiters that now fit.
+            admission.limit = limit
+            lock.owed = True
+
     async def _acquire(self, name: str | None, cls: type[GateGuard]) -> GateGuard:
         """Take a hold, or a place in line, then checkpoint: first come, first served."""
         if cls is CancellableGuard:
@@ -335,12 +366,18 @@ class GateCore:
             gates += gate._children.copy()
         return found
 
-    def _shut(self, grace: float | None, deadline: float | None) -> None:
-        """Shut this gate and its descendants, without recursion."""
+    def _shut(
+        self, grace: float | None, deadline: float | None, by: GateCore | None = None
+    ) -> None:
+        """Shut this gate and its descendants, without recursion; ``by``: the
+        gate whose close this is, if not this one."""
         soon = in_signal_handler()
-        _walk([self], lambda gate: gate._shut_one(grace, deadline, soon))
+        origin = self if by is None else by
+        _walk([self], lambda gate: gate._shut_one(grace, deadline, soon, origin))
 
-    def _shut_one(self, grace: float | None, deadline: float | None, soon: bool) -> list[GateCore]:
+    def _shut_one(
+        self, grace: float | None, deadline: float | None, soon: bool, by: GateCore
+    ) -> list[GateCore]:
         """Shut this gate, or tighten its close; return the children to shut.
 
         ``soon``: called from a signal handler, so wake tasks only through their
@@ -352,7 +389,7 @@ class GateCore:
         """
         lock = self._lock
         if lock.held_here():
-            lock.defer(lambda: self._shut(grace, deadline))
+            lock.defer(lambda: self._shut(grace, deadline, by))
             return []
         refused: list[Waiter] = []
         wakeups: list[Wakeup] = []
@@ -360,7 +397,7 @@ class GateCore:
         with lock:
             closing = self._closing
             if closing is None:
-                closing = Closing(self._parent_hold)
+                closing = Closing(self._parent_hold, by)
                 self._parent_hold = None
                 self._closing = closing
                 # After _closing: an entry that sees the flag must see the close.
@@ -452,7 +489,19 @@ class GateCore:
         return describe(self._name)
 
     def _closed_error(self) -> GateClosed:
-        return GateClosed(f"{self._describe()} is closed")
+        """The refusal of a closed gate, naming the ancestor whose close it was."""
+        closing = self._closing
+        by = None if closing is None else closing.by
+        message = f"{self._describe()} is closed"
+        if isinstance(by, GateCore) and by is not self:
+            kin = "parent" if by is self._parent else "ancestor"
+            who = f"{kin} {by._name!r}" if by._name is not None else f"unnamed {kin} gate"
+            state = "is closing" if by._closing is not None else "closed it"
+            message += f": its {who} {state}"
+        error = GateClosed(message)
+        error.gate = self  # type: ignore[assignment]
+        error.closed_by = by  # type: ignore[assignment]
+        return error
 
 
 async def checkpoint_holding(guard: GateGuard) -> None:

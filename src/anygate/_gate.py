@@ -6,13 +6,14 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from functools import partial
 from time import monotonic
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import anyio
 import anyio.lowlevel
 from typing_extensions import ParamSpec, TypeVarTuple, Unpack, final
 
 from . import _tasks
+from ._borrows import BORROWS, check_borrower, record_borrow
 from ._core import GateCore
 from ._diagnostics import GateStatistics
 from ._exceptions import GateClosed
@@ -60,7 +61,8 @@ class Gate(GateCore):
     :param name: names the gate in errors, log records and ``repr()``
     :param parent: a gate that this one holds while it is open
     :param limit: the most holds admitted at once, or ``None`` for no limit;
-        clones are not limited, since they are part of work already admitted
+        clones are not limited, since they are part of work already admitted;
+        ``0`` admits nobody until :attr:`limit` is raised
     :param warn_after: seconds a close may take, after its grace if it has one,
         before the task awaiting it logs a warning that names the holders keeping
         the gate open; ``None`` for no warning
@@ -70,7 +72,7 @@ class Gate(GateCore):
     :raises GateClosed: if ``parent`` is closed
     :raises anyio.WouldBlock: if ``parent`` is at its limit
     :raises TypeError: if an argument has the wrong type
-    :raises ValueError: if ``limit`` is below 1, or ``warn_after`` is negative or NaN
+    :raises ValueError: if ``limit`` is negative, or ``warn_after`` negative or NaN
     """
 
     def __init__(
@@ -120,8 +122,24 @@ class Gate(GateCore):
 
     @property
     def limit(self) -> int | None:
-        """The most holds admitted at once, or ``None``."""
+        """The most holds admitted at once, or ``None``; settable on a bounded gate.
+
+        Set it to any ``int`` of 0 or more, from any thread, to grow, shrink or
+        pause a pool without rebuilding it. Raising it admits the tasks waiting
+        in :meth:`acquire` at once, first come first served. Lowering it admits
+        nobody until the holds fall below the new limit; nothing held is
+        revoked. ``0`` pauses admission: :meth:`acquire` waits, :meth:`enter`
+        raises :exc:`anyio.WouldBlock`.
+
+        :raises TypeError: on a gate made without a limit, or if the new limit
+            is not an ``int`` (``None`` and ``bool`` are refused)
+        :raises ValueError: if the new limit is negative
+        """
         return None if self._admission is None else self._admission.limit
+
+    @limit.setter
+    def limit(self, limit: int) -> None:
+        self._set_limit(limit)
 
     # -- The counter -----------------------------------------------------------
 
@@ -271,11 +289,21 @@ class Gate(GateCore):
         Cancellation: a cancelled call holds nothing afterwards; one admitted
         in the same tick as its cancellation hands its place to the next waiter.
 
+        A task may hold a bounded gate through ``acquire()`` only once at a
+        time, as with a ``CapacityLimiter``: at the limit it would wait for
+        itself forever. A second ``acquire()`` in that task raises
+        :exc:`RuntimeError` at once, before waiting, holding nothing. Holds
+        taken by :meth:`enter`, ``with gate:``, :meth:`GateGuard.clone`,
+        :meth:`start`, :meth:`start_soon` and :meth:`to_thread` do not count,
+        nor do other tasks' (child tasks included).
+
         :param name: names the holder, as in :meth:`enter`
         :param cancellable: with ``async with``, the block is cancelled when a
             close's grace runs out, as for :meth:`enter`; an awaited guard gets
             that behaviour in its own ``with`` block
         :raises GateClosed: if the gate is closed, or closes while this waits
+        :raises RuntimeError: if the gate is bounded and this task holds it
+            through ``acquire()`` already
         :raises TypeError: if ``name`` is neither a string nor ``None``
         """
         if name is not None:
@@ -300,22 +328,86 @@ class Gate(GateCore):
 
     # -- Tasks -----------------------------------------------------------------
 
-    def guarded(self, func: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    @overload
+    def guarded(
+        self, func: Callable[_P, Awaitable[_T]], /
+    ) -> Callable[_P, Coroutine[Any, Any, _T]]: ...
+
+    @overload
+    def guarded(
+        self, func: None = None, /, *, name: str | None = None, cancellable: bool = False
+    ) -> Callable[[Callable[_P, Awaitable[_T]]], Callable[_P, Coroutine[Any, Any, _T]]]: ...
+
+    def guarded(
+        self,
+        func: Callable[_P, Awaitable[_T]] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        cancellable: bool = False,
+    ) -> Any:
         """Decorate an async function so that each call holds the gate throughout.
 
         The gate is entered when the call starts running (its first step), with
-        ``with gate:``: a closed gate raises :exc:`GateClosed`, and one at its
-        limit :exc:`anyio.WouldBlock`, from the call. A call that is cancelled or
-        dropped before it starts never holds the gate. The hold ends when the
-        call ends, however it ends.
+        ``gate.enter(name, cancellable=cancellable)``: a closed gate raises
+        :exc:`GateClosed`, and one at its limit :exc:`anyio.WouldBlock`, from
+        the call. A call that is cancelled or dropped before it starts never
+        holds the gate. The hold ends when the call ends, however it ends.
+
+        Use it bare, ``@gate.guarded``, or with arguments,
+        ``@gate.guarded(name="flush", cancellable=True)``.
 
         ``inspect.iscoroutinefunction()`` is true for the result, and type
         checkers see the function's own signature. For a method of an object
         that owns its gate, use :func:`gated`.
 
-        :raises TypeError: if ``func`` is not callable
+        :param name: names each call's hold in :meth:`holders` and the
+            slow-close warning; by default the function's ``__qualname__``
+        :param cancellable: hold each call in a cancellable block: when a
+            close's grace runs out, the call is cancelled and raises
+            :exc:`GateClosed`
+        :raises TypeError: if ``func`` is not callable, or ``name`` not a string
         """
-        return _tasks._guard_calls(self, func)
+        check_name(name)
+        if func is None:
+            return partial(_tasks._guard_calls, self, name=name, cancellable=bool(cancellable))
+        return _tasks._guard_calls(self, func, name=name, cancellable=bool(cancellable))
+
+    async def to_thread(
+        self,
+        func: Callable[[Unpack[_PosArgsT]], _T],
+        *args: Unpack[_PosArgsT],
+        name: str | None = None,
+        abandon_on_cancel: bool = False,
+        limiter: anyio.CapacityLimiter | None = None,
+    ) -> _T:
+        """Run ``func(*args)`` in a worker thread, holding the gate until it
+        returns or raises, through :func:`anyio.to_thread.run_sync`.
+
+        The gate is entered first, as :meth:`acquire` enters it (waiting for
+        room on a bounded gate, first come first served; the hold is the
+        thread's, so it is not a borrow of this task): a closed gate raises
+        :exc:`GateClosed` here, and no thread starts. The hold is released by
+        the worker thread as ``func`` ends, which wakes a close in its loop.
+
+        With ``abandon_on_cancel=True``, a cancelled caller returns at once, as
+        with anyio, but the hold stays until the thread's ``func`` ends: a
+        :meth:`close` waits for the thread. A call given up before its thread
+        started ``func`` releases the hold, and ``func`` does not run.
+
+        :param name: names the holder, as in :meth:`enter`
+        :param abandon_on_cancel: as for :func:`anyio.to_thread.run_sync`
+        :param limiter: as for :func:`anyio.to_thread.run_sync`: the capacity
+            limiter of the worker threads, anyio's default if ``None``
+        :return: what ``func`` returns
+        :raises GateClosed: if the gate is closed, or closes while this waits
+            for room
+        :raises TypeError: if ``func`` is not callable, or ``name`` not a string
+        """
+        check_callable(func, "to_thread")
+        check_name(name)
+        guard = await self._acquire(name, UnnamedGuard if name is None else NamedGuard)
+        return await _tasks._to_thread(self, guard, func, args, bool(abandon_on_cancel), limiter)
 
     def start_soon(
         self,
@@ -401,7 +493,9 @@ class Gate(GateCore):
         :raises TypeError: if ``func`` is not callable, or ``name`` not a string
         """
         check_callable(func, "start")
-        guard = await self.acquire(name, cancellable=cancellable)
+        check_name(name)
+        # Not acquire(): the hold is the task's, not a borrow of the caller.
+        guard = await self._acquire(name, guard_class(name, cancellable))
         handoff = _tasks._Handoff(guard)
         task_name = name if name is not None else getattr(func, "__qualname__", None)
         try:
@@ -579,7 +673,11 @@ class Gate(GateCore):
         # A parent that closed meanwhile found this gate still closed; close it now.
         parent_closing = None if parent is None else parent._closing
         if parent_closing is not None:
-            self._shut(parent_closing.grace, parent_closing.deadline)
+            self._shut(
+                parent_closing.grace,
+                parent_closing.deadline,
+                cast("GateCore | None", parent_closing.by),
+            )
 
     # -- Diagnostics -------------------------------------------------------------
 
@@ -632,10 +730,18 @@ class Acquisition:
         return f"<Acquisition{name} of {self._gate!r}>"
 
     def __await__(self) -> Generator[Any, None, GateGuard]:
-        return self._gate._acquire(self._name, self._cls).__await__()
+        return self._gate._borrow(self._name, self._cls).__await__()
 
     async def __aenter__(self) -> GateGuard:
         gate = self._gate
+        admission = gate._admission
+        if admission is not None:
+            # HOT COPY of GateCore._borrow's check; the hold is noted below.
+            borrows = BORROWS.get(None)
+            if borrows is not None:
+                borrow = borrows.get(gate)
+                if borrow is not None and borrow[0]._holds is not None:
+                    check_borrower(gate, borrows, borrow)
         if self._cls is UnnamedGuard:
             # HOT COPY of GateCore._acquire's counted path, for an unnamed guard.
             holds = gate._holds
@@ -643,7 +749,6 @@ class Acquisition:
             guard._gate = gate
             holds.append(None)
             guard._holds = holds
-            admission = gate._admission
             if not gate._closed_or_bounded or (
                 gate._closing is None
                 and (admission is None or (len(holds) <= admission.limit and not admission.line))
@@ -655,12 +760,16 @@ class Acquisition:
                     except BaseException:
                         guard.release()
                         raise
+                if admission is not None:
+                    record_borrow(gate, guard)
                 self._guard = guard
                 return guard
             # Closed, or no room: give the count back, and take the slow path.
             guard._holds = None
             gate._drop()
         guard = await gate._acquire(self._name, self._cls)
+        if admission is not None:
+            record_borrow(gate, guard)
         self._guard = guard
         return guard.__enter__()
 

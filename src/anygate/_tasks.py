@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine
-from functools import wraps
-from typing import TYPE_CHECKING, Any, Concatenate, Protocol, TypeVar
+from functools import partial, wraps
+from typing import TYPE_CHECKING, Any, Concatenate, Protocol, TypeVar, overload
 
+import anyio
+import anyio.to_thread
 from anyio.abc import TaskStatus
 from typing_extensions import ParamSpec, TypeVarTuple, Unpack
 
 from ._exceptions import GateClosed
-from ._util import check_callable
+from ._util import check_callable, check_name
 
 if TYPE_CHECKING:
     from ._gate import Gate
@@ -52,46 +54,144 @@ class HasGate(Protocol):
 _G = TypeVar("_G", bound=HasGate)
 
 
+@overload
 def gated(
-    method: Callable[Concatenate[_G, _P], Awaitable[_T]],
-) -> Callable[Concatenate[_G, _P], Coroutine[Any, Any, _T]]:
+    method: Callable[Concatenate[_G, _P], Awaitable[_T]], /
+) -> Callable[Concatenate[_G, _P], Coroutine[Any, Any, _T]]: ...
+
+
+@overload
+def gated(
+    method: None = None, /, *, name: str | None = None, cancellable: bool = False
+) -> Callable[
+    [Callable[Concatenate[_G, _P], Awaitable[_T]]],
+    Callable[Concatenate[_G, _P], Coroutine[Any, Any, _T]],
+]: ...
+
+
+def gated(
+    method: Callable[Concatenate[_G, _P], Awaitable[_T]] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    cancellable: bool = False,
+) -> Any:
     """Decorate an async method so that each call holds ``self.gate`` throughout.
 
     For objects that own their gate, such as a tenant whose ``__init__`` makes
     ``self.gate = Gate(...)``: :meth:`Gate.guarded` needs the gate when the
     class is defined, this finds it on the instance at each call. Otherwise it
     behaves as :meth:`Gate.guarded`: the gate is entered when the call starts
-    running, with ``with self.gate:``, so a closed gate raises
-    :exc:`GateClosed`, and one at its limit :exc:`anyio.WouldBlock`, from the
-    call; the hold ends when the call ends, however it ends.
+    running, with ``self.gate.enter(name, cancellable=cancellable)``, so a
+    closed gate raises :exc:`GateClosed`, and one at its limit
+    :exc:`anyio.WouldBlock`, from the call; the hold ends when the call ends,
+    however it ends.
+
+    Use it bare, ``@gated``, or with arguments, ``@gated(name="flush",
+    cancellable=True)``.
 
     ``inspect.iscoroutinefunction()`` is true for the result, and type checkers
     see the method's own parameters and return type.
 
-    :raises TypeError: if ``method`` is not callable
+    :param name: names each call's hold in :meth:`Gate.holders` and the
+        slow-close warning; by default the method's ``__qualname__``
+    :param cancellable: hold each call in a cancellable block: when a close's
+        grace runs out, the call is cancelled and raises :exc:`GateClosed`
+    :raises TypeError: if ``method`` is not callable, or ``name`` not a string
     """
+    check_name(name)
+    if method is None:
+        return partial(_gated, name=name, cancellable=bool(cancellable))
+    return _gated(method, name=name, cancellable=bool(cancellable))
+
+
+def _gated(
+    method: Callable[Concatenate[_G, _P], Awaitable[_T]], *, name: str | None, cancellable: bool
+) -> Callable[Concatenate[_G, _P], Coroutine[Any, Any, _T]]:
     check_callable(method, "gated")
+    holder = _holder_name(method, name)
 
     @wraps(method)
     async def call(self: _G, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        with self.gate:
+        guard = self.gate.enter(holder, cancellable=cancellable)
+        with guard:
             return await method(self, *args, **kwargs)
+        raise _cancelled(guard)
 
     return call
+
+
+def _holder_name(func: object, name: str | None) -> str | None:
+    if name is not None:
+        return name
+    qualname = getattr(func, "__qualname__", None)
+    return qualname if isinstance(qualname, str) else None
+
+
+def _cancelled(guard: GateGuard) -> GateClosed:
+    """The error of a call whose cancellable block a close's grace ended."""
+    gate = guard.gate
+    error = gate._closed_error()
+    error.args = (f"{error}: its grace ran out and cancelled the call {guard.name!r}",)
+    return error
 
 
 def _guard_calls(
-    gate: Gate, func: Callable[_P, Awaitable[_T]]
+    gate: Gate, func: Callable[_P, Awaitable[_T]], name: str | None, cancellable: bool
 ) -> Callable[_P, Coroutine[Any, Any, _T]]:
     """What :meth:`Gate.guarded` returns."""
     check_callable(func, "guarded")
+    holder = _holder_name(func, name)
 
     @wraps(func)
     async def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        with gate:
+        guard = gate.enter(holder, cancellable=cancellable)
+        with guard:
             return await func(*args, **kwargs)
+        raise _cancelled(guard)
 
     return call
+
+
+async def _to_thread(
+    gate: Gate,
+    guard: GateGuard,
+    func: Callable[..., _T],
+    args: tuple[object, ...],
+    abandon_on_cancel: bool,
+    limiter: anyio.CapacityLimiter | None,
+) -> _T:
+    """Run ``func(*args)`` in a worker thread that releases ``guard`` when it ends.
+
+    The hold is claimed once, by whoever pops it first: the worker thread, as
+    it starts ``func``, or this task, if it is cancelled or fails before the
+    thread started (a thread that starts after that does not run ``func``).
+    So a thread abandoned while it runs keeps the gate held until it ends.
+    """
+    claim = [guard]
+
+    def run() -> _T:
+        try:
+            held = claim.pop()
+        except IndexError:
+            raise GateClosed(f"{gate!r}: the call was given up before its thread started") from None
+        try:
+            return func(*args)
+        finally:
+            held.release()
+
+    try:
+        return await anyio.to_thread.run_sync(
+            run, abandon_on_cancel=abandon_on_cancel, limiter=limiter
+        )
+    except BaseException:
+        try:
+            held = claim.pop()
+        except IndexError:
+            pass  # the thread has it, and releases it as it ends
+        else:
+            held.release()
+        raise
 
 
 async def _run_holding(

@@ -29,13 +29,15 @@ def check_name(name: object) -> None:
         raise TypeError(f"name must be a str or None, not {type(name).__name__}")
 
 
-def check_limit(limit: object) -> None:
-    if limit is None:
+def check_limit(limit: object, none: bool = True) -> None:
+    """Check a limit given to ``Gate()`` (``none``: it may be ``None``) or set."""
+    if limit is None and none:
         return
     if not isinstance(limit, int) or isinstance(limit, bool):
-        raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, not {limit}")
+        kind = "an int or None" if none else "an int (0 pauses the gate)"
+        raise TypeError(f"limit must be {kind}, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit must be 0 or more (0 pauses the gate), not {limit}")
 
 
 def check_seconds(argument: str, seconds: object) -> float | None:

@@ -1,9 +1,9 @@
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, overload
 
-from anyio import ClosedResourceError
+from anyio import CapacityLimiter, ClosedResourceError
 from typing_extensions import Never, ParamSpec, TypeVarTuple, Unpack, final
 
 from ._tasks import TaskStarter
@@ -57,7 +57,8 @@ class Gate:
     :param name: names the gate in errors, log records and ``repr()``
     :param parent: a gate that this one holds while it is open
     :param limit: the most holds admitted at once, or ``None`` for no limit;
-        clones are not limited, since they are part of work already admitted
+        clones are not limited, since they are part of work already admitted;
+        ``0`` admits nobody until :attr:`limit` is raised
     :param warn_after: seconds a close may take, after its grace if it has one,
         before the task awaiting it logs a warning that names the holders keeping
         the gate open; ``None`` for no warning
@@ -67,7 +68,7 @@ class Gate:
     :raises GateClosed: if ``parent`` is closed
     :raises anyio.WouldBlock: if ``parent`` is at its limit
     :raises TypeError: if an argument has the wrong type
-    :raises ValueError: if ``limit`` is below 1, or ``warn_after`` is negative or NaN
+    :raises ValueError: if ``limit`` is negative, or ``warn_after`` negative or NaN
     """
     def __init__(
         self,
@@ -92,7 +93,34 @@ class Gate:
         """``True`` from the moment the gate is closed until :meth:`reopen`."""
     @property
     def limit(self) -> int | None:
-        """The most holds admitted at once, or ``None``."""
+        """The most holds admitted at once, or ``None``; settable on a bounded gate.
+
+        Set it to any ``int`` of 0 or more, from any thread, to grow, shrink or
+        pause a pool without rebuilding it. Raising it admits the tasks waiting
+        in :meth:`acquire` at once, first come first served. Lowering it admits
+        nobody until the holds fall below the new limit; nothing held is
+        revoked. ``0`` pauses admission: :meth:`acquire` waits, :meth:`enter`
+        raises :exc:`anyio.WouldBlock`.
+
+        :raises TypeError: on a gate made without a limit, or if the new limit
+            is not an ``int`` (``None`` and ``bool`` are refused)
+        :raises ValueError: if the new limit is negative
+        """
+    @limit.setter
+    def limit(self, limit: int) -> None:
+        """The most holds admitted at once, or ``None``; settable on a bounded gate.
+
+        Set it to any ``int`` of 0 or more, from any thread, to grow, shrink or
+        pause a pool without rebuilding it. Raising it admits the tasks waiting
+        in :meth:`acquire` at once, first come first served. Lowering it admits
+        nobody until the holds fall below the new limit; nothing held is
+        revoked. ``0`` pauses admission: :meth:`acquire` waits, :meth:`enter`
+        raises :exc:`anyio.WouldBlock`.
+
+        :raises TypeError: on a gate made without a limit, or if the new limit
+            is not an ``int`` (``None`` and ``bool`` are refused)
+        :raises ValueError: if the new limit is negative
+        """
     def enter(self, name: str | None = None, *, cancellable: bool = False) -> GateGuard:
         """Hold the gate until the returned guard is released.
 
@@ -156,11 +184,21 @@ class Gate:
         Cancellation: a cancelled call holds nothing afterwards; one admitted
         in the same tick as its cancellation hands its place to the next waiter.
 
+        A task may hold a bounded gate through ``acquire()`` only once at a
+        time, as with a ``CapacityLimiter``: at the limit it would wait for
+        itself forever. A second ``acquire()`` in that task raises
+        :exc:`RuntimeError` at once, before waiting, holding nothing. Holds
+        taken by :meth:`enter`, ``with gate:``, :meth:`GateGuard.clone`,
+        :meth:`start`, :meth:`start_soon` and :meth:`to_thread` do not count,
+        nor do other tasks' (child tasks included).
+
         :param name: names the holder, as in :meth:`enter`
         :param cancellable: with ``async with``, the block is cancelled when a
             close's grace runs out, as for :meth:`enter`; an awaited guard gets
             that behaviour in its own ``with`` block
         :raises GateClosed: if the gate is closed, or closes while this waits
+        :raises RuntimeError: if the gate is bounded and this task holds it
+            through ``acquire()`` already
         :raises TypeError: if ``name`` is neither a string nor ``None``
         """
     def check(self) -> None:
@@ -168,20 +206,88 @@ class Gate:
 
         :raises GateClosed: if the gate is closed
         """
-    def guarded(self, func: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    @overload
+    def guarded(
+        self, func: Callable[_P, Awaitable[_T]], /
+    ) -> Callable[_P, Coroutine[Any, Any, _T]]:
         """Decorate an async function so that each call holds the gate throughout.
 
         The gate is entered when the call starts running (its first step), with
-        ``with gate:``: a closed gate raises :exc:`GateClosed`, and one at its
-        limit :exc:`anyio.WouldBlock`, from the call. A call that is cancelled or
-        dropped before it starts never holds the gate. The hold ends when the
-        call ends, however it ends.
+        ``gate.enter(name, cancellable=cancellable)``: a closed gate raises
+        :exc:`GateClosed`, and one at its limit :exc:`anyio.WouldBlock`, from
+        the call. A call that is cancelled or dropped before it starts never
+        holds the gate. The hold ends when the call ends, however it ends.
+
+        Use it bare, ``@gate.guarded``, or with arguments,
+        ``@gate.guarded(name="flush", cancellable=True)``.
 
         ``inspect.iscoroutinefunction()`` is true for the result, and type
         checkers see the function's own signature. For a method of an object
         that owns its gate, use :func:`gated`.
 
-        :raises TypeError: if ``func`` is not callable
+        :param name: names each call's hold in :meth:`holders` and the
+            slow-close warning; by default the function's ``__qualname__``
+        :param cancellable: hold each call in a cancellable block: when a
+            close's grace runs out, the call is cancelled and raises
+            :exc:`GateClosed`
+        :raises TypeError: if ``func`` is not callable, or ``name`` not a string
+        """
+    @overload
+    def guarded(
+        self, func: None = None, /, *, name: str | None = None, cancellable: bool = False
+    ) -> Callable[[Callable[_P, Awaitable[_T]]], Callable[_P, Coroutine[Any, Any, _T]]]:
+        """Decorate an async function so that each call holds the gate throughout.
+
+        The gate is entered when the call starts running (its first step), with
+        ``gate.enter(name, cancellable=cancellable)``: a closed gate raises
+        :exc:`GateClosed`, and one at its limit :exc:`anyio.WouldBlock`, from
+        the call. A call that is cancelled or dropped before it starts never
+        holds the gate. The hold ends when the call ends, however it ends.
+
+        Use it bare, ``@gate.guarded``, or with arguments,
+        ``@gate.guarded(name="flush", cancellable=True)``.
+
+        ``inspect.iscoroutinefunction()`` is true for the result, and type
+        checkers see the function's own signature. For a method of an object
+        that owns its gate, use :func:`gated`.
+
+        :param name: names each call's hold in :meth:`holders` and the
+            slow-close warning; by default the function's ``__qualname__``
+        :param cancellable: hold each call in a cancellable block: when a
+            close's grace runs out, the call is cancelled and raises
+            :exc:`GateClosed`
+        :raises TypeError: if ``func`` is not callable, or ``name`` not a string
+        """
+    async def to_thread(
+        self,
+        func: Callable[[Unpack[_PosArgsT]], _T],
+        *args: Unpack[_PosArgsT],
+        name: str | None = None,
+        abandon_on_cancel: bool = False,
+        limiter: CapacityLimiter | None = None,
+    ) -> _T:
+        """Run ``func(*args)`` in a worker thread, holding the gate until it
+        returns or raises, through :func:`anyio.to_thread.run_sync`.
+
+        The gate is entered first, as :meth:`acquire` enters it (waiting for
+        room on a bounded gate, first come first served; the hold is the
+        thread's, so it is not a borrow of this task): a closed gate raises
+        :exc:`GateClosed` here, and no thread starts. The hold is released by
+        the worker thread as ``func`` ends, which wakes a close in its loop.
+
+        With ``abandon_on_cancel=True``, a cancelled caller returns at once, as
+        with anyio, but the hold stays until the thread's ``func`` ends: a
+        :meth:`close` waits for the thread. A call given up before its thread
+        started ``func`` releases the hold, and ``func`` does not run.
+
+        :param name: names the holder, as in :meth:`enter`
+        :param abandon_on_cancel: as for :func:`anyio.to_thread.run_sync`
+        :param limiter: as for :func:`anyio.to_thread.run_sync`: the capacity
+            limiter of the worker threads, anyio's default if ``None``
+        :return: what ``func`` returns
+        :raises GateClosed: if the gate is closed, or closes while this waits
+            for room
+        :raises TypeError: if ``func`` is not callable, or ``name`` not a string
         """
     def start_soon(
         self,
@@ -478,4 +584,14 @@ class GateStatistics:
     last_close_duration: float | None
 
 class GateClosed(ClosedResourceError):
-    """Raised when trying to enter a gate that is closed."""
+    """Raised when trying to enter a gate that is closed.
+
+    Its message names the gate, and the ancestor whose close reached it if
+    that is what closed it, as in ``gate 'pool t1' is closed: its parent
+    'tenant t1' is closing``. It may also be built by hand, with a message
+    only: :attr:`gate` and :attr:`closed_by` are then ``None``.
+    """
+
+    gate: Gate | None
+    closed_by: Gate | None
+    def __init__(self, *args: object) -> None: ...
