@@ -121,7 +121,8 @@ async def test_in_flight_commit_and_refusals(postgres: postgres_server.Server) -
             assert refused == []
             tenant.begin_shutdown(grace=None)
             await anyio.wait_all_tasks_blocked()
-            assert refused == ["gate 'pool t' is closed"]  # at once: the holder still holds
+            # At once, while the holder still holds; the refusal names the tenant's close.
+            assert refused == ["gate 'pool t' is closed: its parent 'tenant t' is closing"]
             with pytest.raises(GateClosed):
                 async with db.transaction("late"):
                     pytest.fail("admitted after the close")
