@@ -201,7 +201,8 @@ class TestSlowClose:
             "\"gate 'child'\" at " + site("# slow: the child gate", where),
             f"enter() at {site('# slow: the unnamed guard', where)}",
             f"acquire() at {site('# slow: the unnamed acquire', where)}",
-            f"start_soon(TestSlowClose.{where}.<locals>.work) at {site('# slow: the start_soon task', where)}",
+            f"start_soon(TestSlowClose.{where}.<locals>.work) at "
+            + site("# slow: the start_soon task", where),
             f"with gate: at {site('# slow: the with-block', where)}",
         ]
         listed = holder_lines(message)

@@ -20,9 +20,9 @@ from helpers import Closer, no_hang, raises_in_group
 if sys.version_info < (3, 11):
     from exceptiongroup import ExceptionGroup
 import ast
-import linecache
 import copy
 import gc
+import linecache
 import math
 import pickle
 from pathlib import Path

@@ -29,6 +29,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 import anyio
+from typing_extensions import TypeVarTuple, Unpack
 
 from . import _tasks
 from ._exceptions import GateClosed
@@ -37,6 +38,8 @@ from ._guards import CancellableGuard, GateGuard, recorded_guard
 from ._records import CancellableRecord, ChildRecord, Holder, Record, Taken
 from ._tasks import TaskStarter
 from ._util import check_callable, check_name, require_loop
+
+_PosArgsT = TypeVarTuple("_PosArgsT")
 
 #: How an unnamed hold is listed, by the anygate function the caller called
 #: (the outermost anygate frame on the stack).
@@ -82,7 +85,7 @@ class DebugChildRecord(ChildRecord):
 
 
 def _in_anygate(frame: FrameType) -> bool:
-    module = frame.f_globals.get("__name__", "")
+    module = str(frame.f_globals.get("__name__", ""))
     return module == "anygate" or module.startswith("anygate.")
 
 
@@ -175,13 +178,13 @@ class DebugGate(Gate):  # type: ignore[misc]  # Gate is final for users only
     def start_soon(
         self,
         task_group: TaskStarter,
-        func: Callable[..., Awaitable[Any]],
-        *args: Any,
+        func: Callable[[Unpack[_PosArgsT]], Awaitable[Any]],
+        *args: Unpack[_PosArgsT],
         name: str | None = None,
         cancellable: bool = False,
     ) -> None:
         if not callable(func):
-            check_callable(func, "start_soon")
+            check_callable(func, "start_soon")  # type: ignore[unreachable]
         task_name = name if name is not None else getattr(func, "__qualname__", None)
         kind = f"start_soon({task_name})" if task_name is not None else "start_soon()"
         guard = self._enter_recorded(name, cancellable, kind)

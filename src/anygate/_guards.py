@@ -446,7 +446,9 @@ def new_guard(gate: GuardedGate, cls: type[GateGuard], name: str | None) -> Gate
 def recorded_guard(gate: GuardedGate, record: Record) -> GateGuard:
     """A guard on ``gate`` with a record made by the caller (debug mode's, which
     knows where the hold is taken), not yet holding: as :func:`new_guard`."""
-    guard: NamedGuard = CancellableGuard() if isinstance(record, CancellableRecord) else NamedGuard()
+    guard: NamedGuard = (
+        CancellableGuard() if isinstance(record, CancellableRecord) else NamedGuard()
+    )
     guard._gate = cast("Gate", gate)
     guard._record = record
     return guard
