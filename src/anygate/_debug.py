@@ -111,8 +111,9 @@ def _current() -> tuple[str, object]:
     return f"task {task.name!r}", task.id
 
 
-def taken(kind: str | None) -> Taken:
-    """Where and by whom the hold about to be counted is taken."""
+def taken(kind: str | None, by: str | None = None) -> Taken:
+    """Where and by whom (``by``, if the caller knows) the hold about to be
+    counted is taken."""
     frame: FrameType | None = sys._getframe(1)
     outermost = None
     while frame is not None and _in_anygate(frame):
@@ -123,7 +124,7 @@ def taken(kind: str | None) -> Taken:
     else:
         code = frame.f_code
         site = f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
-    return Taken(kind or _kind_of(outermost), site, _current()[0])
+    return Taken(kind or _kind_of(outermost), site, by or _current()[0])
 
 
 class DebugGate(Gate):  # type: ignore[misc]  # Gate is final for users only
@@ -204,9 +205,8 @@ class DebugGate(Gate):  # type: ignore[misc]  # Gate is final for users only
         self._enter_block("async with gate:")
 
     def _enter_block(self, kind: str) -> None:
-        where = taken(kind)
-        record = DebugRecord(None, where)
-        key = _current()[1]
+        by, key = _current()
+        record = DebugRecord(None, taken(kind, by))
         blocks = self._blocks
         # HOT COPY of GateCore._count, with no guard.
         holds = self._holds
