@@ -15,11 +15,12 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import anyio
 import httpx
 import pytest
+from servers import each_server
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -38,30 +39,6 @@ RETRY_AFTER = 5
 # keeps the server from sending the last byte.
 FILE_SIZE = 32 * 1024 * 1024
 PATTERN = bytes(range(256))
-
-SERVERS = [
-    pytest.param(("hypercorn", "asyncio"), id="hypercorn-asyncio"),
-    pytest.param(("hypercorn", "uvloop"), id="hypercorn-uvloop"),
-    pytest.param(("hypercorn", "trio"), id="hypercorn-trio"),
-    pytest.param(("uvicorn", "asyncio"), id="uvicorn-asyncio"),
-    pytest.param(("uvicorn", "uvloop"), id="uvicorn-uvloop"),
-]
-BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
-    "asyncio": ("asyncio", {}),
-    "uvloop": ("asyncio", {"use_uvloop": True}),
-    "trio": ("trio", {}),
-}
-
-
-@pytest.fixture(params=SERVERS)
-def server_kind(request: pytest.FixtureRequest) -> tuple[str, str]:
-    kind: tuple[str, str] = request.param
-    return kind
-
-
-@pytest.fixture
-def anyio_backend(server_kind: tuple[str, str]) -> tuple[str, dict[str, Any]]:
-    return BACKENDS[server_kind[1]]
 
 
 class Service:
@@ -173,6 +150,7 @@ async def serve_uvicorn(app: ASGIApp, sock: socket.socket, stop: anyio.Event) ->
         await server.serve(sockets=[sock])
 
 
+@each_server
 async def test_a_streaming_response_holds_the_gate_until_its_last_byte(
     server_kind: tuple[str, str], service: Service
 ) -> None:
@@ -198,6 +176,7 @@ async def test_a_streaming_response_holds_the_gate_until_its_last_byte(
     assert closer.done
 
 
+@each_server
 async def test_a_file_response_holds_the_gate_until_its_last_byte(
     server_kind: tuple[str, str], service: Service
 ) -> None:
@@ -220,6 +199,7 @@ async def test_a_file_response_holds_the_gate_until_its_last_byte(
     assert closer.done
 
 
+@each_server
 async def test_a_server_sent_events_stream_ends_cleanly_at_the_grace(
     server_kind: tuple[str, str], service: Service
 ) -> None:

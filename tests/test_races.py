@@ -1511,15 +1511,7 @@ class TestCloseNowaitFromASignalHandler:
 
     @pytest.mark.parametrize("waiting", WAITING)
     async def test_at_each_line_of_the_backend_s_event_wait(self, waiting: Waiting) -> None:
-        lines, failure = await self._run(waiting, -1)
-        assert failure is None, failure
-        assert lines, "no line of Event.wait was traced: the test needs updating"
-        failures = []
-        for index in range(len(lines)):
-            _, failure = await self._run(waiting, index)
-            if failure is not None:
-                failures.append(f"at {lines[index]}: {failure}")
-        assert failures == [], "\n".join(failures)
+        await at_each_line_of_event_wait(lambda index: self._run(waiting, index))
 
     async def _run(self, waiting: Waiting, index: int) -> tuple[list[str], str | None]:
         """Close from the handler at the ``index``-th line of the task's
@@ -1528,39 +1520,71 @@ class TestCloseNowaitFromASignalHandler:
         full = waiting is in_acquire
         gate = Gate("g", limit=1 if full else None, warn_after=None)
         holder = gate.enter("holder") if full else None
-        tracer = SignalInEventWait(index, signal.SIGUSR1)
-        done: list[bool] = []
-
-        async def wait() -> None:
-            await waiting(gate, tracer.arm)
-            done.append(True)
-
         try:
-            with signal_handled(signal.SIGUSR1, gate.close_nowait) as errors:
-                async with create_task_group() as tg:
-                    previous = sys.gettrace()
-                    try:
-                        tg.start_soon(wait)
-                        await wait_all_tasks_blocked()
-                    finally:
-                        sys.settrace(previous)
-                    if index < 0:
-                        assert not tracer.raised
-                        gate.close_nowait()
-                    elif not tracer.raised:
-                        return tracer.lines, "the signal was never raised"
-                    await run_queued_wakeups()
-                    if not done:
-                        tg.cancel_scope.cancel()
-                        return tracer.lines, "the task was never woken: the wakeup was lost"
-            if errors:
-                return tracer.lines, f"the handler raised {errors[0]!r}"
+            found = await signal_in_event_wait(
+                index, gate.close_nowait, lambda arm: waiting(gate, arm), "the task"
+            )
         finally:
             if holder is not None:
                 holder.release()
         with no_hang("close() once the waiting task has ended"):
             await gate.close()
-        return tracer.lines, None
+        return found
+
+
+async def at_each_line_of_event_wait(
+    run: Callable[[int], Awaitable[tuple[list[str], str | None]]],
+) -> None:
+    """Run ``run(index)`` for each line of the backend's ``Event.wait``, and fail
+    with what went wrong at each line where something did."""
+    lines, failure = await run(-1)
+    assert failure is None, failure
+    assert lines, "no line of Event.wait was traced: the test needs updating"
+    failures = []
+    for index in range(len(lines)):
+        _, failure = await run(index)
+        if failure is not None:
+            failures.append(f"at {lines[index]}: {failure}")
+    assert failures == [], "\n".join(failures)
+
+
+async def signal_in_event_wait(
+    index: int,
+    handler: Callable[[], None],
+    waiting: Callable[[Callable[[], None]], Awaitable[None]],
+    waiter: str,
+) -> tuple[list[str], str | None]:
+    """Run ``handler`` as a SIGUSR1 handler raised at the ``index``-th line of
+    the backend's ``Event.wait`` in a task running ``waiting(arm)`` (with
+    ``index`` -1, call it after, from the test): the lines traced, and what
+    went wrong, if anything. ``waiter`` names what must be woken."""
+    tracer = SignalInEventWait(index, signal.SIGUSR1)
+    done: list[bool] = []
+
+    async def wait() -> None:
+        await waiting(tracer.arm)
+        done.append(True)
+
+    with signal_handled(signal.SIGUSR1, handler) as errors:
+        async with create_task_group() as tg:
+            previous = sys.gettrace()
+            try:
+                tg.start_soon(wait)
+                await wait_all_tasks_blocked()
+            finally:
+                sys.settrace(previous)
+            if index < 0:
+                assert not tracer.raised
+                handler()
+            elif not tracer.raised:
+                return tracer.lines, "the signal was never raised"
+            await run_queued_wakeups()
+            if not done:
+                tg.cancel_scope.cancel()
+                return tracer.lines, f"{waiter} was never woken: the wakeup was lost"
+    if errors:
+        return tracer.lines, f"the handler raised {errors[0]!r}"
+    return tracer.lines, None
 
 
 @pytest.mark.skipif(
@@ -1574,47 +1598,17 @@ class TestLastReleaseFromASignalHandler:
     ``Event.set()`` there was, as for ``close_nowait()`` above)."""
 
     async def test_at_each_line_of_the_backend_s_event_wait(self) -> None:
-        lines, failure = await self._run(-1)
-        assert failure is None, failure
-        assert lines, "no line of Event.wait was traced: the test needs updating"
-        failures = []
-        for index in range(len(lines)):
-            _, failure = await self._run(index)
-            if failure is not None:
-                failures.append(f"at {lines[index]}: {failure}")
-        assert failures == [], "\n".join(failures)
+        await at_each_line_of_event_wait(self._run)
 
     async def _run(self, index: int) -> tuple[list[str], str | None]:
         gate = Gate("g", warn_after=None)
         guard = gate.enter("last")
-        tracer = SignalInEventWait(index, signal.SIGUSR1)
-        done: list[bool] = []
 
-        async def close() -> None:
-            tracer.arm()
+        async def close(arm: Callable[[], None]) -> None:
+            arm()
             await gate.close()
-            done.append(True)
 
-        with signal_handled(signal.SIGUSR1, guard.release) as errors:
-            async with create_task_group() as tg:
-                previous = sys.gettrace()
-                try:
-                    tg.start_soon(close)
-                    await wait_all_tasks_blocked()
-                finally:
-                    sys.settrace(previous)
-                if index < 0:
-                    assert not tracer.raised
-                    guard.release()
-                elif not tracer.raised:
-                    return tracer.lines, "the signal was never raised"
-                await run_queued_wakeups()
-                if not done:
-                    tg.cancel_scope.cancel()
-                    return tracer.lines, "close() was never woken: the drain's wakeup was lost"
-        if errors:
-            return tracer.lines, f"the handler raised {errors[0]!r}"
-        return tracer.lines, None
+        return await signal_in_event_wait(index, guard.release, close, "close()")
 
 
 @pytest.mark.skipif(

@@ -24,6 +24,7 @@ import httpx
 import pytest
 from anyio.abc import ByteReceiveStream, Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
+from servers import each_server
 
 import anygate.hypercorn
 import anygate.uvicorn
@@ -33,30 +34,6 @@ SERVER = Path(__file__).parent / "gated_server.py"
 # Well below the servers' own graceful timeout (30 s): an exit within this
 # bound did not wait for it.
 PROMPT_EXIT = 15
-
-SERVERS = [
-    pytest.param(("hypercorn", "asyncio"), id="hypercorn-asyncio"),
-    pytest.param(("hypercorn", "uvloop"), id="hypercorn-uvloop"),
-    pytest.param(("hypercorn", "trio"), id="hypercorn-trio"),
-    pytest.param(("uvicorn", "asyncio"), id="uvicorn-asyncio"),
-    pytest.param(("uvicorn", "uvloop"), id="uvicorn-uvloop"),
-]
-CLIENT_BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
-    "asyncio": ("asyncio", {}),
-    "uvloop": ("asyncio", {"use_uvloop": True}),
-    "trio": ("trio", {}),
-}
-
-
-@pytest.fixture(params=SERVERS)
-def server_kind(request: pytest.FixtureRequest) -> tuple[str, str]:
-    kind: tuple[str, str] = request.param
-    return kind
-
-
-@pytest.fixture
-def anyio_backend(server_kind: tuple[str, str]) -> tuple[str, dict[str, Any]]:
-    return CLIENT_BACKENDS[server_kind[1]]
 
 
 @dataclass
@@ -127,6 +104,7 @@ def start_get(tg: TaskGroup, client: httpx.AsyncClient, path: str) -> list[httpx
     return into
 
 
+@each_server
 @pytest.mark.anyio
 async def test_sigterm_closes_the_gates_first_and_exits_0(server_kind: tuple[str, str]) -> None:
     with anyio.fail_after(60):
@@ -173,6 +151,7 @@ async def test_sigterm_closes_the_gates_first_and_exits_0(server_kind: tuple[str
     assert "server returned; holds left: 0" in output
 
 
+@each_server
 @pytest.mark.anyio
 async def test_a_second_signal_stops_without_waiting_for_the_gates(
     server_kind: tuple[str, str],

@@ -26,6 +26,7 @@ import httpx
 import pytest
 from anyio.abc import ByteReceiveStream, Process, TaskGroup
 from anyio.streams.buffered import BufferedByteReceiveStream
+from servers import each_server, servers
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "web_service.py"
 GRACE = 0.3
@@ -36,30 +37,6 @@ FILE_SIZE = 32 * 1024 * 1024
 # a server that exits within this bound after SIGTERM did not wait for it.
 PROMPT_EXIT = 15
 PATTERN = bytes(range(256))
-
-SERVERS = [
-    pytest.param(("hypercorn", "asyncio"), id="hypercorn-asyncio"),
-    pytest.param(("hypercorn", "uvloop"), id="hypercorn-uvloop"),
-    pytest.param(("hypercorn", "trio"), id="hypercorn-trio"),
-    pytest.param(("uvicorn", "asyncio"), id="uvicorn-asyncio"),
-    pytest.param(("uvicorn", "uvloop"), id="uvicorn-uvloop"),
-]
-CLIENT_BACKENDS: dict[str, tuple[str, dict[str, Any]]] = {
-    "asyncio": ("asyncio", {}),
-    "uvloop": ("asyncio", {"use_uvloop": True}),
-    "trio": ("trio", {}),
-}
-
-
-@pytest.fixture(params=SERVERS)
-def server_kind(request: pytest.FixtureRequest) -> tuple[str, str]:
-    kind: tuple[str, str] = request.param
-    return kind
-
-
-@pytest.fixture
-def anyio_backend(server_kind: tuple[str, str]) -> tuple[str, dict[str, Any]]:
-    return CLIENT_BACKENDS[server_kind[1]]
 
 
 @dataclass
@@ -184,6 +161,7 @@ def start_post(tg: TaskGroup, client: httpx.AsyncClient, path: str) -> list[http
     return into
 
 
+@each_server
 @pytest.mark.anyio
 async def test_admin_close_waits_for_responses_while_other_tenants_serve(
     server_kind: tuple[str, str],
@@ -253,6 +231,7 @@ async def test_admin_close_waits_for_responses_while_other_tenants_serve(
                 assert await server.process.wait() == 0, server.output()
 
 
+@each_server
 @pytest.mark.anyio
 async def test_sigterm_closes_the_gates_before_the_server_drains(
     server_kind: tuple[str, str],
@@ -293,6 +272,7 @@ async def test_sigterm_closes_the_gates_before_the_server_drains(
     assert output.index("all tenants closed") < output.index("lifespan shutdown; holds left: 0")
 
 
+@each_server
 @pytest.mark.anyio
 async def test_closing_the_gates_in_the_lifespan_shutdown_is_too_late(
     server_kind: tuple[str, str],
@@ -340,12 +320,6 @@ async def test_closing_the_gates_in_the_lifespan_shutdown_is_too_late(
     assert output.index("lifespan shutdown; holds left: 0") < output.index("all tenants closed")
 
 
-WORKER_SERVERS = [
-    pytest.param(("uvicorn", "asyncio"), id="uvicorn-asyncio"),
-    pytest.param(("hypercorn", "trio"), id="hypercorn-trio"),
-]
-
-
 @dataclass
 class Upload:
     """A POST whose body the client sends in two parts: the rest once told to."""
@@ -364,7 +338,7 @@ class Upload:
         self.response = await self.client.post(self.path, content=self.body())
 
 
-@pytest.mark.parametrize("server_kind", WORKER_SERVERS)
+@servers("uvicorn-asyncio", "hypercorn-trio")
 @pytest.mark.anyio
 async def test_two_workers_drain_under_traffic_and_all_exit_0(
     server_kind: tuple[str, str],
