@@ -128,7 +128,7 @@ async def noop_with(loops: int, clock: Clock) -> float:
 
 
 async def with_gate(loops: int, clock: Clock) -> float:
-    gate = Gate()
+    gate = Gate(debug=False)
     started = clock()
     for _ in range(loops):
         with gate:
@@ -137,7 +137,7 @@ async def with_gate(loops: int, clock: Clock) -> float:
 
 
 async def with_enter(loops: int, clock: Clock) -> float:
-    gate = Gate()
+    gate = Gate(debug=False)
     started = clock()
     for _ in range(loops):
         with gate.enter():
@@ -146,10 +146,28 @@ async def with_enter(loops: int, clock: Clock) -> float:
 
 
 async def with_named_enter(loops: int, clock: Clock) -> float:
-    gate = Gate()
+    gate = Gate(debug=False)
     started = clock()
     for _ in range(loops):
         with gate.enter("GET /x"):
+            pass
+    return clock() - started
+
+
+async def debug_with_gate(loops: int, clock: Clock) -> float:
+    gate = Gate(debug=True)
+    started = clock()
+    for _ in range(loops):
+        with gate:
+            pass
+    return clock() - started
+
+
+async def debug_with_enter(loops: int, clock: Clock) -> float:
+    gate = Gate(debug=True)
+    started = clock()
+    for _ in range(loops):
+        with gate.enter():
             pass
     return clock() - started
 
@@ -610,6 +628,11 @@ def rows() -> list[Row]:
         hold("`with gate:`", with_gate, 1.5),
         hold("`with gate.enter():`", with_enter, 2.8),
         hold('`with gate.enter("name"):`', with_named_enter, 5.0),
+        # Debug mode's cost, informative: each against the same hold out of it.
+        Row("holds", "`with gate:`, debug mode", "`with gate:`", (debug_with_gate, with_gate),
+            {}, 41, 3, None, "ns", "hold"),
+        Row("holds", "`with gate.enter():`, debug mode", "`with gate.enter():`",
+            (debug_with_enter, with_enter), {}, 41, 3, None, "ns", "hold"),
         acquire(ACQUIRE, "`async with CapacityLimiter`", (gate_acquire, capacity_limiter),
                 {"asyncio": 0.75, "uvloop": 0.75, "trio": 1.0}),
         acquire(f"{ACQUIRE}, `fast_acquire=True`", "`async with Semaphore(fast_acquire=True)`",

@@ -24,6 +24,7 @@ if sys.version_info < (3, 11):
 import ast
 import copy
 import gc
+import linecache
 import math
 import pickle
 from pathlib import Path
@@ -722,3 +723,33 @@ class TestEveryWayToHold:
             assert gate.count == 1
             assert gate.statistics().tasks_waiting == 0
         assert gate.count == 0
+
+
+class TestEveryWayToHoldInDebugMode(TestEveryWayToHold):
+    """The same rule over every way to hold, each through debug mode's own path;
+    and each records where it was taken."""
+
+    @pytest.fixture(autouse=True)
+    def debug_mode(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("ANYGATE_DEBUG", "1")
+
+    @pytest.mark.parametrize("way", EVERY_WAY)
+    async def test_records_its_site(self, way: Way) -> None:
+        gate = Gate("tenant")
+        assert gate.debug
+        async with way(gate):
+            [holder] = gate.holders()
+            [listed] = gate.statistics().holders
+            assert listed._replace(held_for=0) == holder._replace(held_for=0)
+        assert holder.site is not None
+        file, _, rest = holder.site.rpartition(":")
+        line, _, function = rest.partition(" in ")
+        # The first frame outside anygate: the way's own code, in this file,
+        # at the line that takes the hold (or, for a guarded call, calls it).
+        assert file == __file__
+        assert function in (way.__name__, "via_clone", "run")
+        taking = linecache.getline(file, int(line))
+        assert any(call in taking for call in ("gate", "clone(", "call()")), taking
+        assert holder.taken_by is not None
+        assert holder.taken_by.startswith("task '")
+        assert gate.holders() == []

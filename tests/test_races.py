@@ -747,6 +747,28 @@ class TestKeyboardInterrupt:
         kept.release()
         assert gate.count == 0
 
+    def test_interrupt_inside_held_blocks_in_debug_mode(
+        self, backend: tuple[str, dict[str, Any]]
+    ) -> None:
+        gate = Gate(debug=True)
+        kept = gate.enter()
+
+        async def main() -> None:
+            async with gate:
+                with gate, gate.enter(), gate.enter("named"):
+                    assert gate.count == 5
+                    assert len(gate.holders()) == 5
+                    signal.raise_signal(signal.SIGINT)
+                    await anyio.sleep_forever()
+
+        with default_interrupt_handler(), pytest.raises(INTERRUPTED):
+            anyio.run(main, backend=backend[0], backend_options=backend[1])
+        assert gate.count == 1
+        assert [h.name for h in gate.holders()] == ["enter()"]
+        kept.release()
+        assert gate.count == 0
+        assert gate.holders() == []
+
 
 class TestCancelledClose:
     """A close whose awaiting task is cancelled leaves nothing behind for the

@@ -20,7 +20,7 @@ from ._diagnostics import describe, log_late_release, warn_slow_close
 from ._exceptions import GateClosed
 from ._guards import CancellableGuard, GateGuard, child_guard, new_guard
 from ._lock import GateLock
-from ._records import CancellableRecord, ChildRecord, Holder, Record
+from ._records import CancellableRecord, ChildRecord, Holder, Record, listed
 from ._util import check_limit, require_loop
 from ._wakeup import Wakeup, in_signal_handler
 
@@ -281,7 +281,7 @@ class GateCore:
         """Take a hold, or a place in line, then checkpoint: first come, first served."""
         if cls is CancellableGuard:
             require_loop("acquire(cancellable=True)")
-        guard = new_guard(self, cls, name)
+        guard = self._new_guard(cls, name)
         admission = self._admission
         # Straight to the line when there is no room, so as not to count a refusal.
         if admission is None or admission.has_room(len(self._holds) + 1):
@@ -342,7 +342,7 @@ class GateCore:
         from child to parent only.
         """
         name = f"gate {child._name!r}" if child._name is not None else "an unnamed child gate"
-        guard = child_guard(self, ChildRecord(name, holders))
+        guard = child_guard(self, self._new_child_record(name, holders))
         with self._lock:
             error = self._refusal()
             if error is None:
@@ -353,6 +353,15 @@ class GateCore:
                 self._children[child] = None
         if error is not None:
             raise error
+
+    def _new_guard(self, cls: type[GateGuard], name: str | None) -> GateGuard:
+        """A guard on this gate, not yet holding, for the entries off the hot
+        paths (clones, waits, cancellable guards); debug mode records its site."""
+        return new_guard(self, cls, name)
+
+    def _new_child_record(self, name: str, holders: Callable[[], list[Holder]]) -> ChildRecord:
+        """The record of a child gate's hold on this gate; debug mode records its site."""
+        return ChildRecord(name, holders)
 
     def _descendant_closes(self) -> Sequence[tuple[GateCore, Closing]]:
         """The closes of the descendants still draining, which this gate's close made."""
@@ -478,10 +487,10 @@ class GateCore:
                 )
 
     def _log_late_release(self, record: Record) -> None:
-        """A named holder, forgotten already, is releasing a closed gate: log it
-        if the close was slow enough to warn."""
+        """A named holder (in debug mode, any holder), forgotten already, is
+        releasing a closed gate: log it if the close was slow enough to warn."""
         closing = self._closing
-        if closing is not None and closing.warned_at is not None and record.name is not None:
+        if closing is not None and closing.warned_at is not None and listed(record):
             # Called as the hold is about to drop: the count it leaves.
             log_late_release(self._name, record, closing.started, len(self._holds) - 1)
 

@@ -9,7 +9,7 @@ from time import monotonic
 
 from typing_extensions import final
 
-from ._records import CancellableRecord, ChildRecord, Holder, Record
+from ._records import CancellableRecord, ChildRecord, Holder, Record, holder_of, label, listed
 
 _logger = logging.getLogger("anygate")
 
@@ -58,9 +58,11 @@ class GateStatistics:
 #:   (close_completed), or the leaked guard was held (leaked_guard, if named);
 #: * ``anygate_count``: the holds on the gate then (after the release, for
 #:   late_release and leaked_guard);
-#: * ``anygate_holders``: the named holders concerned, oldest first, as plain
-#:   dicts ``{"name": str, "held_for": float}``; a child gate's also has
-#:   ``"held_by"``, its own holders listed the same way. At most 20.
+#: * ``anygate_holders``: the named holders concerned (in debug mode, every
+#:   holder), oldest first, as plain dicts ``{"name": str, "held_for": float,
+#:   "site": str | None, "taken_by": str | None}``, the fields of
+#:   :class:`~anygate.Holder`; a child gate's also has ``"held_by"``, its own
+#:   holders listed the same way. At most 20.
 FACTS = ("anygate_event", "anygate_gate", "anygate_seconds", "anygate_count", "anygate_holders")
 
 
@@ -77,15 +79,13 @@ def _facts(
 def _holder_facts(records: Iterable[Record], now: float) -> list[dict[str, object]]:
     facts: list[dict[str, object]] = []
     for record in records:
-        if record.name is None:
+        if not listed(record):
             continue
         if len(facts) == _MAX_LISTED:
             break
-        fact: dict[str, object] = {"name": record.name, "held_for": now - record.since}
+        fact: dict[str, object] = holder_of(record, now)._asdict()
         if isinstance(record, ChildRecord):
-            fact["held_by"] = [
-                {"name": h.name, "held_for": h.held_for} for h in record.holders()[:_MAX_LISTED]
-            ]
+            fact["held_by"] = [h._asdict() for h in record.holders()[:_MAX_LISTED]]
         facts.append(fact)
     return facts
 
@@ -94,19 +94,35 @@ def describe(name: str | None) -> str:
     return "the gate" if name is None else f"gate {name!r}"
 
 
+def _holder_text(name: str, held_for: float, site: str | None, taken_by: str | None) -> str:
+    if site is None:
+        return f"{name} ({held_for:.3f}s)"
+    # Debug mode: with gate: at app/tenant.py:88 in get_page (task 'request 17', 3.152s)
+    return f"{name} at {site} ({taken_by}, {held_for:.3f}s)"
+
+
 def _listing(records: Iterable[Record]) -> str:
     now = monotonic()
-    named = [r for r in records if r.name is not None]
+    shown = [r for r in records if listed(r)]
     parts = []
-    for record in named[:_MAX_LISTED]:
-        part = f"{record.name!r} ({now - record.since:.3f}s)"
+    for record in shown[:_MAX_LISTED]:
+        taken = record.taken
+        part = _holder_text(
+            label(record),
+            now - record.since,
+            None if taken is None else taken.site,
+            None if taken is None else taken.taken_by,
+        )
         if isinstance(record, ChildRecord):
             inner = record.holders()
-            listed = ", ".join(f"{h.name!r} ({h.held_for:.3f}s)" for h in inner[:_MAX_LISTED])
-            part += f" held by {listed}" if inner else " held by unnamed holders"
+            within = ", ".join(
+                _holder_text(repr(h.name), h.held_for, h.site, h.taken_by)
+                for h in inner[:_MAX_LISTED]
+            )
+            part += f" held by {within}" if inner else " held by unnamed holders"
         parts.append(part)
-    if len(named) > _MAX_LISTED:
-        parts.append(f"and {len(named) - _MAX_LISTED} more")
+    if len(shown) > _MAX_LISTED:
+        parts.append(f"and {len(shown) - _MAX_LISTED} more")
     return ", ".join(parts)
 
 
@@ -127,14 +143,16 @@ def warn_slow_close(
         or (isinstance(r, CancellableRecord) and r.task not in (None, closer_id))
     )
     closer_may_hold = count > known
-    listed = _listing(records)
+    listing = _listing(records)
+    # In debug mode every hold is recorded, named or not.
+    kind = "holders" if any(r.taken is not None for r in records) else "named holders"
     facts = _facts("slow_close", gate_name, waited, count, _holder_facts(records, monotonic()))
     _logger.warning(
         "closing %s is taking longer than expected: waited %.3fs, %d still held%s%s",
         describe(gate_name),
         waited,
         count,
-        f"; named holders, oldest first: {listed}" if listed else "; none of them named",
+        f"; {kind}, oldest first: {listing}" if listing else "; none of them named",
         f"; close() is awaited in task {closer!r}, which waits forever if it holds the gate itself"
         if closer_may_hold
         else "",
@@ -148,11 +166,12 @@ def log_late_release(
     now = monotonic()
     kept = now - closing_since
     _logger.info(
-        "%r kept %s from closing for %.3fs (held for %.3fs)",
-        record.name,
+        "%s kept %s from closing for %.3fs (held for %.3fs)%s",
+        label(record),
         describe(gate_name),
         kept,
         now - record.since,
+        "" if record.taken is None else f", taken {record.taken}",
         extra=_facts("late_release", gate_name, kept, count, _holder_facts([record], now)),
     )
 

@@ -17,10 +17,17 @@ from ._borrows import BORROWS, check_borrower, record_borrow
 from ._core import GateCore
 from ._diagnostics import GateStatistics
 from ._exceptions import GateClosed
-from ._guards import GateGuard, NamedGuard, UnnamedGuard, guard_class, new_guard
+from ._guards import CancellableGuard, GateGuard, NamedGuard, UnnamedGuard, guard_class
 from ._records import Holder, Record, holders_of
 from ._tasks import TaskStarter
-from ._util import check_callable, check_limit, check_name, check_seconds, require_loop
+from ._util import (
+    check_callable,
+    check_limit,
+    check_name,
+    check_seconds,
+    debug_mode,
+    require_loop,
+)
 from ._wakeup import Wakeup
 
 _T = TypeVar("_T")
@@ -69,11 +76,33 @@ class Gate(GateCore):
     :param fast_acquire: if true, :meth:`acquire` does not checkpoint when there
         is room: faster in a tight loop, but such a loop of acquires never lets
         other tasks run or notices cancellation while the gate has room
+    :param debug: record where every hold is taken (see :attr:`debug`):
+        ``None`` follows the process, in debug mode under ``python -X dev`` or
+        with ``ANYGATE_DEBUG=1`` in the environment; ``True`` or ``False`` sets
+        it for this gate alone
     :raises GateClosed: if ``parent`` is closed
     :raises anyio.WouldBlock: if ``parent`` is at its limit
     :raises TypeError: if an argument has the wrong type
     :raises ValueError: if ``limit`` is negative, or ``warn_after`` negative or NaN
     """
+
+    def __new__(
+        cls,
+        name: str | None = None,
+        *,
+        parent: Gate | None = None,
+        limit: int | None = None,
+        warn_after: float | None = 1.0,
+        fast_acquire: bool = False,
+        debug: bool | None = None,
+    ) -> Gate:
+        # Debug mode is a private subclass, chosen here once: the hot paths of
+        # a gate out of debug mode are not touched by it.
+        if debug_mode(debug) and cls is Gate:
+            from ._debug import DebugGate
+
+            return object.__new__(DebugGate)
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -83,6 +112,7 @@ class Gate(GateCore):
         limit: int | None = None,
         warn_after: float | None = 1.0,
         fast_acquire: bool = False,
+        debug: bool | None = None,
     ) -> None:
         check_name(name)
         check_limit(limit)
@@ -119,6 +149,20 @@ class Gate(GateCore):
     def closed(self) -> bool:
         """``True`` from the moment the gate is closed until :meth:`reopen`."""
         return self._closing is not None
+
+    @property
+    def debug(self) -> bool:
+        """Whether the gate is in debug mode, set when it was created.
+
+        In debug mode every hold records where it was taken (the first caller
+        outside anygate: its file, line and function), by which task (or thread,
+        outside a task) and when; named or not, it is then listed by
+        :meth:`holders`, :meth:`statistics` and the slow-close warning, and a
+        leaked guard's :exc:`ResourceWarning` says where it was taken. It costs
+        each hold a few microseconds (see "Debug mode" in the metrics how-to);
+        out of debug mode it costs nothing.
+        """
+        return False
 
     @property
     def limit(self) -> int | None:
@@ -206,7 +250,7 @@ class Gate(GateCore):
         check_name(name)
         if cancellable:
             require_loop("enter(cancellable=True)")
-        guard = new_guard(self, guard_class(name, cancellable), name)
+        guard = self._new_guard(guard_class(name, cancellable), name)
         self._count(guard)
         return guard
 
@@ -682,7 +726,8 @@ class Gate(GateCore):
     # -- Diagnostics -------------------------------------------------------------
 
     def holders(self) -> list[Holder]:
-        """The named holders still holding the gate, oldest first.
+        """The named holders still holding the gate, oldest first; in debug mode
+        (see :attr:`debug`), every holder, with where it took its hold.
 
         A child gate is listed as ``"gate 'its name'"``.
         """
@@ -799,6 +844,19 @@ class Acquisition:
                     raise
             return None
         return guard.__exit__(exc_type, exc_val, exc_tb)
+
+
+def recorded_acquisition(gate: Gate, name: str | None, cancellable: bool) -> Acquisition:
+    """What ``acquire()`` of a gate in debug mode returns: every guard it makes,
+    named or not, comes from the gate's ``_new_guard``, which records its site."""
+    if name is not None:
+        check_name(name)
+    acquisition = _Acquisition()
+    acquisition._gate = gate
+    acquisition._name = name
+    acquisition._cls = CancellableGuard if cancellable else NamedGuard
+    acquisition._guard = None
+    return acquisition
 
 
 @final

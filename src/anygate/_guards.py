@@ -37,6 +37,7 @@ class GuardedGate(Protocol):
     _closing: Closing | None
 
     def _settle(self, soon: bool = False) -> None: ...
+    def _new_guard(self, cls: type[GateGuard], name: str | None) -> GateGuard: ...
     def _log_late_release(self, record: Record) -> None: ...
 
 
@@ -174,7 +175,7 @@ class GateGuard:
             raise RuntimeError(f"cannot clone {self!r}: it has been released")
         # Built before the count is taken, as in Gate.enter(), so that a
         # KeyboardInterrupt can leak a hold only as the counting call returns.
-        clone = new_guard(self._gate, guard_class(name, cancellable), name)
+        clone = self._gate._new_guard(guard_class(name, cancellable), name)
         holds.append(None)
         clone._holds = holds
         # Released by another thread meanwhile: the count may have reached zero
@@ -231,11 +232,16 @@ class GateGuard:
         except AttributeError:
             return
         message = f"{self!r} was garbage-collected without being released"
+        record = self._holder_record()
+        taken = None if record is None else record.taken
+        if taken is not None:
+            # Debug mode: where it was entered.
+            message += f"; it was taken with {taken.kind} {taken}"
         # A finalizer may run inside the event loop's own machinery: wake
         # nothing directly, only queue the wakeups.
         self._release(soon=True)
         gate = self._gate
-        log_leaked_guard(message, gate._name, self._holder_record(), len(gate._holds))
+        log_leaked_guard(message, gate._name, record, len(gate._holds))
         warnings.warn(message, ResourceWarning, stacklevel=1, source=self)
 
     def _holder_record(self) -> Record | None:
@@ -434,6 +440,17 @@ def new_guard(gate: GuardedGate, cls: type[GateGuard], name: str | None) -> Gate
     if cls is not UnnamedGuard:
         named = cast(NamedGuard, guard)
         named._record = CancellableRecord(name) if cls is CancellableGuard else new_record(name)
+    return guard
+
+
+def recorded_guard(gate: GuardedGate, record: Record) -> GateGuard:
+    """A guard on ``gate`` with a record made by the caller (debug mode's, which
+    knows where the hold is taken), not yet holding: as :func:`new_guard`."""
+    guard: NamedGuard = (
+        CancellableGuard() if isinstance(record, CancellableRecord) else NamedGuard()
+    )
+    guard._gate = cast("Gate", gate)
+    guard._record = record
     return guard
 
 

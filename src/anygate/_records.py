@@ -13,14 +13,27 @@ if TYPE_CHECKING:
 
 
 class Holder(NamedTuple):
-    """A named holder of a gate, as :meth:`Gate.holders` reports it."""
+    """A holder of a gate, as :meth:`Gate.holders` reports it.
+
+    Outside debug mode only named holders are listed, and :attr:`site` and
+    :attr:`taken_by` are ``None``; in debug mode (see :attr:`Gate.debug`)
+    every hold is listed, with both.
+    """
 
     #: The name given to :meth:`Gate.enter`, :meth:`Gate.acquire`,
     #: :meth:`Gate.start_soon`, :meth:`Gate.start` or :meth:`GateGuard.clone`;
-    #: for a child gate, ``"gate 'its name'"``.
+    #: for a child gate, ``"gate 'its name'"``. In debug mode, an unnamed hold
+    #: is listed under the way it was taken: ``"with gate:"``, ``"enter()"``,
+    #: ``"acquire()"``, ``"start_soon()"``...
     name: str
     #: Seconds since the holder entered.
     held_for: float
+    #: Where the hold was taken, in debug mode: ``"path/to/file.py:88 in
+    #: function"``, the first caller outside anygate; ``None`` otherwise.
+    site: str | None = None
+    #: Who took the hold, in debug mode: ``"task 'its name'"``, or
+    #: ``"thread 'its name'"`` outside a task; ``None`` otherwise.
+    taken_by: str | None = None
 
 
 class Record:
@@ -36,6 +49,35 @@ class Record:
 
     name: str | None
     since: float
+    #: Where and by whom the hold was taken: set by the subclasses that debug
+    #: mode uses (see ``_debug.py``), which make it a slot; ``None`` here.
+    taken: Taken | None = None
+
+
+class Taken:
+    """Where a hold was taken and by whom, as debug mode records it."""
+
+    __slots__ = ("kind", "site", "taken_by")
+
+    def __init__(self, kind: str, site: str, taken_by: str) -> None:
+        #: The way the hold was taken, which names an unnamed one.
+        self.kind = kind
+        #: ``"file:line in function"``: the first caller outside anygate.
+        self.site = site
+        #: ``"task 'name'"`` or ``"thread 'name'"``.
+        self.taken_by = taken_by
+
+    def __str__(self) -> str:
+        return f"at {self.site} ({self.taken_by})"
+
+
+def label(record: Record) -> str:
+    """How the text of a log record names a holder: its name, quoted, or the
+    way an unnamed hold was taken."""
+    if record.name is not None:
+        return repr(record.name)
+    taken = record.taken
+    return "an unnamed holder" if taken is None else taken.kind
 
 
 class ChildRecord(Record):
@@ -73,6 +115,20 @@ def new_record(name: str | None) -> Record:
     return record
 
 
+def listed(record: Record) -> bool:
+    """Whether a holder is listed: named, or recorded by debug mode."""
+    return record.name is not None or record.taken is not None
+
+
+def holder_of(record: Record, now: float) -> Holder:
+    taken = record.taken
+    if taken is None:
+        assert record.name is not None
+        return Holder(record.name, now - record.since)
+    name = taken.kind if record.name is None else record.name
+    return Holder(name, now - record.since, taken.site, taken.taken_by)
+
+
 def holders_of(records: Iterable[Record]) -> list[Holder]:
     now = monotonic()
-    return [Holder(r.name, now - r.since) for r in records if r.name is not None]
+    return [holder_of(r, now) for r in records if listed(r)]

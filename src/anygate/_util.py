@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import anyio
 import anyio.lowlevel
@@ -55,3 +57,14 @@ def check_seconds(argument: str, seconds: object) -> float | None:
 def check_callable(func: object, method: str) -> None:
     if not callable(func):
         raise TypeError(f"{method}() needs a callable, not {type(func).__name__}")
+
+
+def debug_mode(debug: object) -> bool:
+    """Whether a gate created with ``debug`` runs in debug mode: ``None`` follows
+    the process, which is in debug mode under ``python -X dev`` or with
+    ``ANYGATE_DEBUG=1`` in its environment (read as each gate is created)."""
+    if debug is None:
+        return bool(sys.flags.dev_mode) or os.environ.get("ANYGATE_DEBUG") == "1"
+    if debug.__class__ is not bool:
+        raise TypeError(f"debug must be True, False or None, not {type(debug).__name__}")
+    return debug is True

@@ -65,11 +65,25 @@ class Gate:
     :param fast_acquire: if true, :meth:`acquire` does not checkpoint when there
         is room: faster in a tight loop, but such a loop of acquires never lets
         other tasks run or notices cancellation while the gate has room
+    :param debug: record where every hold is taken (see :attr:`debug`):
+        ``None`` follows the process, in debug mode under ``python -X dev`` or
+        with ``ANYGATE_DEBUG=1`` in the environment; ``True`` or ``False`` sets
+        it for this gate alone
     :raises GateClosed: if ``parent`` is closed
     :raises anyio.WouldBlock: if ``parent`` is at its limit
     :raises TypeError: if an argument has the wrong type
     :raises ValueError: if ``limit`` is negative, or ``warn_after`` negative or NaN
     """
+    def __new__(
+        cls,
+        name: str | None = None,
+        *,
+        parent: Gate | None = None,
+        limit: int | None = None,
+        warn_after: float | None = 1.0,
+        fast_acquire: bool = False,
+        debug: bool | None = None,
+    ) -> Gate: ...
     def __init__(
         self,
         name: str | None = None,
@@ -78,6 +92,7 @@ class Gate:
         limit: int | None = None,
         warn_after: float | None = 1.0,
         fast_acquire: bool = False,
+        debug: bool | None = None,
     ) -> None: ...
     @property
     def name(self) -> str | None:
@@ -91,6 +106,18 @@ class Gate:
     @property
     def closed(self) -> bool:
         """``True`` from the moment the gate is closed until :meth:`reopen`."""
+    @property
+    def debug(self) -> bool:
+        """Whether the gate is in debug mode, set when it was created.
+
+        In debug mode every hold records where it was taken (the first caller
+        outside anygate: its file, line and function), by which task (or thread,
+        outside a task) and when; named or not, it is then listed by
+        :meth:`holders`, :meth:`statistics` and the slow-close warning, and a
+        leaked guard's :exc:`ResourceWarning` says where it was taken. It costs
+        each hold a few microseconds (see "Debug mode" in the metrics how-to);
+        out of debug mode it costs nothing.
+        """
     @property
     def limit(self) -> int | None:
         """The most holds admitted at once, or ``None``; settable on a bounded gate.
@@ -460,7 +487,8 @@ class Gate:
             stays closed
         """
     def holders(self) -> list[Holder]:
-        """The named holders still holding the gate, oldest first.
+        """The named holders still holding the gate, oldest first; in debug mode
+        (see :attr:`debug`), every holder, with where it took its hold.
 
         A child gate is listed as ``"gate 'its name'"``.
         """
@@ -560,10 +588,17 @@ class GateGuard:
     def __del__(self) -> None: ...
 
 class Holder(NamedTuple):
-    """A named holder of a gate, as :meth:`Gate.holders` reports it."""
+    """A holder of a gate, as :meth:`Gate.holders` reports it.
+
+    Outside debug mode only named holders are listed, and :attr:`site` and
+    :attr:`taken_by` are ``None``; in debug mode (see :attr:`Gate.debug`)
+    every hold is listed, with both.
+    """
 
     name: str
     held_for: float
+    site: str | None = None
+    taken_by: str | None = None
 
 @final
 @dataclass(frozen=True)
