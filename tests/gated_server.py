@@ -65,8 +65,10 @@ async def lifespan(receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 say(f"lifespan shutdown; holds left: {gate.count}")
                 tg.cancel_scope.cancel()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+                break
+    # Once the task group has ended: the server may cancel the lifespan's task
+    # as soon as it reads this (Hypercorn on asyncio does, from Python 3.12 on).
+    await send({"type": "lifespan.shutdown.complete"})
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
