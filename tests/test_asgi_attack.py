@@ -275,11 +275,11 @@ class TestBehindServers:
             port = client.base_url.port
             assert port is not None
             with anyio.fail_after(HANG):
-                async with await anyio.connect_tcp("127.0.0.1", port) as stream:
-                    await stream.send(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                async with await anyio.connect_tcp("127.0.0.1", port) as connection:
+                    await connection.send(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                     received = b""
                     while b"first" not in received:
-                        received += await stream.receive()
+                        received += await connection.receive()
                 # the client has closed its connection, mid-stream
             tg.start_soon(close)
             with anyio.move_on_after(PROMPTLY):
