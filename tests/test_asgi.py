@@ -848,3 +848,25 @@ def _typing_only(app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> Gate
     as_starlette: StarletteApp = wrapped
     Starlette(middleware=[Middleware(GateMiddleware, gate=Gate(), cancellable=True)])
     return GateMiddleware(GateMiddleware(as_starlette, lambda scope: None), Gate())
+
+
+async def test_a_refused_websocket_gets_the_503_where_the_server_can_deny() -> None:
+    """A close before the accept reaches the client as a 403 Forbidden, which
+    clients do not retry: where the server offers the denial response
+    extension, the refusal is the 503 a request gets, with its retry-after."""
+    gate = Gate("svc")
+    await gate.close()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raise AssertionError("not called")
+
+    scope = websocket("/ws")
+    scope["extensions"] = {"websocket.http.response": {}}
+    client = Client({"type": "websocket.connect"})
+    await call(GateMiddleware(app, gate, retry_after=5), scope, client)
+    start, sent_body = client.sent
+    assert start["type"] == "websocket.http.response.start"
+    assert start["status"] == 503
+    assert (b"retry-after", b"5") in start["headers"]
+    assert sent_body["type"] == "websocket.http.response.body"
+    assert b"gate 'svc' is closed" in sent_body["body"]

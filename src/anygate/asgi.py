@@ -8,6 +8,7 @@ written here (:data:`Scope`, :data:`Message`, :class:`Receive`, :class:`Send`,
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any, Protocol, TypeAlias
 
@@ -17,6 +18,10 @@ from typing_extensions import final
 from ._exceptions import GateClosed
 from ._gate import Gate
 from ._guards import GateGuard
+
+if sys.version_info < (3, 11):
+    # anyio's own dependency on Python 3.10.
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["ASGIApp", "GateMiddleware", "Message", "Receive", "Scope", "Send"]
 
@@ -54,6 +59,10 @@ _TRY_AGAIN_LATER = 1013
 _SERVICE_RESTART = 1012
 #: The most bytes a WebSocket close reason may have (RFC 6455, 5.5.1).
 _MAX_REASON = 123
+#: The most seconds the middleware's clean ending at the grace (the final
+#: empty body, the 503, the close) may take: a client that does not read any
+#: more would otherwise keep the gate held for ever. Past it, the server cuts.
+_ENDING_TIMEOUT = 1.0
 
 
 @final
@@ -74,7 +83,10 @@ class GateMiddleware:
     ``http.response.pathsend``) has been sent, a response with trailers until
     its last ``http.response.trailers``, and a response whose end is sent by
     another task after the application returned holds it until then (the
-    middleware returns to the server only then, too). On a gate at its limit
+    middleware returns to the server only then, too), or until the client has
+    gone (``http.disconnect``), after which nothing more can be sent: a stream
+    the client left, or a response the application left unfinished, ends the
+    hold then. On a gate at its limit
     the request first waits for room, first come first served, as
     :meth:`~anygate.Gate.acquire` does.
 
@@ -87,9 +99,16 @@ class GateMiddleware:
 
     A ``"websocket"`` connection holds its gate, as ``"WEBSOCKET {path}"``,
     until the application returns. A closed gate refuses it before it is
-    accepted: the middleware answers its ``websocket.connect`` with a
-    ``websocket.close`` of code 1013 (try again later); so does a
+    accepted, in reply to its ``websocket.connect``; so does a
     :exc:`~anygate.GateClosed` raised by the application before it accepted.
+    Where the server offers the ASGI denial response extension
+    (``websocket.http.response``, as Hypercorn and Uvicorn do), the refusal is
+    the same 503 as a request's; elsewhere it is a ``websocket.close`` of code
+    1013 (try again later), which the server sends as a 403 Forbidden, since
+    a connection closed before its accept is refused with that.
+
+    A :exc:`~anygate.GateClosed` inside an exception group of nothing else (as
+    a task group of the application raises it) counts as one.
 
     Cancellable requests (``cancellable=True``, or chosen per request) are
     cancelled when their gate's close runs out of grace, as the block of a
@@ -98,8 +117,10 @@ class GateMiddleware:
     one gets a final empty body message (and empty trailers, if it announced
     trailers), so that the client sees a complete response, not a reset; an
     accepted websocket gets a ``websocket.close`` of code 1012 (service
-    restart), and one not yet accepted the refusal. A send made after that, by
-    a task the application left behind, raises :exc:`~anygate.GateClosed`.
+    restart), and one not yet accepted the refusal. The gate stays held until
+    that ending is sent, for a second at the most (a client that reads no
+    more is then left to the server). A send made after that, by a task the
+    application left behind, raises :exc:`~anygate.GateClosed`.
 
     ``"lifespan"`` and every other scope type are passed through untouched, as
     is every scope for which the gate chooser returns ``None``.
@@ -204,23 +225,50 @@ class GateMiddleware:
                 guard = await gate.acquire(name, cancellable=cancellable)
         except GateClosed as exc:
             return await self._refuse_http(send, exc)
-        response = _Response(send)
-        refused: GateClosed | None = None
+        response = _Response(send, receive)
+        if cancellable:
+            await self._cancellable_http(scope, response, guard, gate)
+            return
         with guard:
-            try:
-                await self._app(scope, receive, response.send)
-            except GateClosed as exc:
-                if response.started:
-                    raise
-                refused = exc
-            else:
-                if response.started and not response.done:
-                    # Another task sends the rest: the hold lasts until it has.
-                    await response.wait_done()
-        if refused is not None:
-            await self._refuse_http(send, refused)
-        elif cancellable and guard.cancelled_caught:
-            await response.cut(self, gate)
+            refused = await self._call_http(scope, response)
+            if refused is not None:
+                await self._refuse_http(send, refused)
+
+    async def _call_http(self, scope: Scope, response: _Response) -> GateClosed | None:
+        """Call the application, and wait for the end of its response: the
+        :exc:`~anygate.GateClosed` to answer with a 503, if it refused before
+        its response started."""
+        try:
+            await self._app(scope, response.receive, response.send)
+        except BaseException as exc:
+            refused = None if response.started else _only_gate_closed(exc)
+            if refused is None:
+                raise
+            return refused
+        if response.started and not response.done:
+            # Another task sends the rest: the hold lasts until it has, or
+            # until the client has gone.
+            await response.wait_done()
+        return None
+
+    async def _cancellable_http(
+        self, scope: Scope, response: _Response, guard: GateGuard, gate: Gate
+    ) -> None:
+        # A plain hold beside the cancellable one, so that the clean ending at
+        # the grace is sent while the gate is still held.
+        ending = guard.clone()
+        try:
+            refused: GateClosed | None = None
+            with guard:
+                refused = await self._call_http(scope, response)
+            if refused is not None:
+                with anyio.move_on_after(_ENDING_TIMEOUT):
+                    await self._refuse_http(response.server_send, refused)
+            elif guard.cancelled_caught:
+                with anyio.move_on_after(_ENDING_TIMEOUT):
+                    await response.cut(self, gate)
+        finally:
+            ending.release()
 
     async def _other(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -230,7 +278,7 @@ class GateMiddleware:
             try:
                 gate = self._chosen(scope)
             except GateClosed as exc:
-                return await _WebSocket(receive, send).refuse(exc)
+                return await self._connection(scope, receive, send).refuse(exc)
             if gate is None:
                 return await self._app(scope, receive, send)
         await self._websocket(gate, scope, receive, send)
@@ -271,41 +319,71 @@ class GateMiddleware:
 
     # -- HTTP ----------------------------------------------------------------
 
-    async def _refuse_http(self, send: Send, error: GateClosed) -> None:
+    async def _refuse_http(self, send: Send, error: GateClosed, kind: str = "http") -> None:
+        """Send the 503 that refuses a request: ``kind`` ``"websocket.http"``
+        for a websocket's denial response."""
         body = f"Service Unavailable: {error}\n".encode()
         headers = [*self._headers, (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await send({"type": f"{kind}.response.start", "status": 503, "headers": headers})
+        await send({"type": f"{kind}.response.body", "body": body, "more_body": False})
+
+    def _connection(self, scope: Scope, receive: Receive, send: Send) -> _WebSocket:
+        extensions = scope.get("extensions") or {}
+        # Where the server can deny a websocket with an HTTP response, a
+        # refusal is the same 503 as a request's: a close before the accept
+        # reaches the client as a 403 Forbidden, which clients do not retry.
+        deny = self if "websocket.http.response" in extensions else None
+        return _WebSocket(receive, send, deny)
 
     # -- WebSocket -----------------------------------------------------------
 
     async def _websocket(self, gate: Gate, scope: Scope, receive: Receive, send: Send) -> None:
-        connection = _WebSocket(receive, send)
+        connection = self._connection(scope, receive, send)
         try:
             cancellable = self._is_cancellable(scope)
             guard = await self._hold(gate, f"WEBSOCKET {scope['path']}", cancellable)
         except GateClosed as exc:
             await connection.refuse(exc)
             return
-        refused: GateClosed | None = None
-        with guard:
-            try:
-                await self._app(scope, connection.receive, connection.send)
-            except GateClosed as exc:
-                if connection.answered:
-                    raise
-                refused = exc
-        if refused is not None:
-            await connection.refuse(refused)
-        elif guard.cancelled_caught:
-            await connection.cut(gate)
+        # A plain hold beside a cancellable one, so that the close sent at the
+        # grace is sent while the gate is still held.
+        ending = guard.clone() if cancellable else None
+        try:
+            refused: GateClosed | None = None
+            with guard:
+                try:
+                    await self._app(scope, connection.receive, connection.send)
+                except BaseException as exc:
+                    refused = None if connection.answered else _only_gate_closed(exc)
+                    if refused is None:
+                        raise
+                if refused is not None and not cancellable:
+                    await connection.refuse(refused)
+                    refused = None
+            with anyio.move_on_after(_ENDING_TIMEOUT):
+                if refused is not None:
+                    await connection.refuse(refused)
+                elif guard.cancelled_caught:
+                    await connection.cut(gate)
+        finally:
+            if ending is not None:
+                ending.release()
 
 
 @final
 class _Response:
     """One HTTP response on its way to the client, as the application sends it."""
 
-    __slots__ = ("_send", "_waiter", "body_done", "cut_off", "done", "started", "trailers")
+    __slots__ = (
+        "_receive",
+        "_waiter",
+        "body_done",
+        "cut_off",
+        "done",
+        "server_send",
+        "started",
+        "trailers",
+    )
 
     #: ``http.response.start`` has been sent, or is being sent.
     started: bool
@@ -318,10 +396,21 @@ class _Response:
     #: The middleware ended the response at its gate's grace.
     cut_off: bool
 
-    def __init__(self, send: Send) -> None:
-        self._send = send
+    def __init__(self, send: Send, receive: Receive) -> None:
+        #: The server's ``send``.
+        self.server_send = send
+        self._receive = receive
         self._waiter: anyio.Event | None = None
         self.started = self.trailers = self.body_done = self.done = self.cut_off = False
+
+    async def receive(self) -> Message:
+        """The ``receive`` the application gets: the server's, watched for the
+        client's leaving, after which nothing more of the response can be sent
+        (Starlette's streams stop at it, without a final body message)."""
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self._finish()
+        return message
 
     async def send(self, message: Message) -> None:
         """The ``send`` the application gets: the server's, watched."""
@@ -339,11 +428,13 @@ class _Response:
                 self.trailers = True
         elif kind == "http.response.trailers":
             final = not message.get("more_trailers", False)
-        elif kind == "http.response.pathsend":
+        elif kind == "http.response.pathsend" or (
+            kind == "http.response.zerocopysend" and not message.get("more_body", False)
+        ):
             self.body_done = True
             final = not self.trailers
         try:
-            await self._send(message)
+            await self.server_send(message)
         except Exception:
             final = True  # the client is gone: nothing more will be sent
             raise
@@ -360,8 +451,22 @@ class _Response:
             self._waiter.set()
 
     async def wait_done(self) -> None:
-        self._waiter = anyio.Event()
-        await self._waiter.wait()
+        """Wait until the response has ended, or its client has left.
+
+        The application has returned: any task it left to send the rest
+        rarely reads the request, so the middleware reads it meanwhile, for the
+        ``http.disconnect`` that says nobody will (a response left unfinished
+        would hold the gate for ever).
+        """
+        self._waiter = waiter = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._until_disconnect)
+            await waiter.wait()
+            tg.cancel_scope.cancel()
+
+    async def _until_disconnect(self) -> None:
+        while not self.done:
+            await self.receive()
 
     async def cut(self, middleware: GateMiddleware, gate: Gate) -> None:
         """End the response cleanly, at its gate's grace."""
@@ -369,12 +474,12 @@ class _Response:
             return
         self.cut_off = True
         if not self.started:
-            await middleware._refuse_http(self._send, _closed(gate))
+            await middleware._refuse_http(self.server_send, _closed(gate))
             return
         if not self.body_done:
-            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+            await self.server_send({"type": "http.response.body", "body": b"", "more_body": False})
         if self.trailers:
-            await self._send(
+            await self.server_send(
                 {"type": "http.response.trailers", "headers": [], "more_trailers": False}
             )
 
@@ -383,11 +488,21 @@ class _Response:
 class _WebSocket:
     """One WebSocket connection, as the application receives and sends on it."""
 
-    __slots__ = ("_receive", "_send", "accepted", "answered", "connected", "disconnected")
+    __slots__ = (
+        "_deny",
+        "_receive",
+        "_send",
+        "accepted",
+        "answered",
+        "connected",
+        "disconnected",
+    )
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+    def __init__(self, receive: Receive, send: Send, deny: GateMiddleware | None) -> None:
         self._receive = receive
         self._send = send
+        #: Refuses with a 503 denial response where the server can send one.
+        self._deny = deny
         #: The client's ``websocket.connect`` has been received.
         self.connected = False
         #: The application accepted, closed or denied the connection.
@@ -415,12 +530,16 @@ class _WebSocket:
         await self._send(message)
 
     async def refuse(self, error: GateClosed) -> None:
-        """Close with 1013 before accepting, in reply to ``websocket.connect``."""
+        """Refuse before accepting, in reply to ``websocket.connect``: with the
+        503 where the server offers denial responses, else a close of 1013."""
         if not self.connected:
             message = await self._receive()
             if message["type"] != "websocket.connect":
                 return  # the client left first
         self.answered = self.disconnected = True
+        if self._deny is not None:
+            await self._deny._refuse_http(self._send, error, "websocket.http")
+            return
         await self._send(
             {"type": "websocket.close", "code": _TRY_AGAIN_LATER, "reason": _reason(error)}
         )
@@ -445,6 +564,23 @@ def _closed(gate: Gate) -> GateClosed:
     except GateClosed as exc:
         return exc
     return GateClosed(f"{gate!r} was closed")  # reopened meanwhile
+
+
+def _only_gate_closed(error: BaseException) -> GateClosed | None:
+    """The :exc:`~anygate.GateClosed` that ``error`` is, or that an exception
+    group of nothing else holds (as a task group of the application raises
+    it); else ``None``."""
+    if isinstance(error, GateClosed):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        closed, rest = error.split(GateClosed)
+        if closed is not None and rest is None:
+            first: BaseException = closed
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            assert isinstance(first, GateClosed)
+            return first
+    return None
 
 
 def _reason(error: GateClosed) -> str:

@@ -6,8 +6,10 @@ nothing but anyio, and works with Hypercorn's asyncio, uvloop and trio workers.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from types import FrameType
 
 import anyio
 
@@ -60,7 +62,10 @@ def shutdown_trigger(
     trigger, Hypercorn installs no signal handlers of its own; the trigger
     listens with :func:`anyio.open_signal_receiver` from the moment Hypercorn
     calls it, after its startup. The server then returns normally, and the
-    process exits with status 0.
+    process exits with status 0. While Hypercorn then finishes its own
+    shutdown (its connections, the lifespan shutdown), one more of the signals
+    is absorbed, so that an impatient second one does not cut it short; the
+    next goes to whatever handled them before.
 
     Each call of the returned function waits for signals afresh, so one trigger
     may serve successive runs, but the gates stay closed after the first
@@ -84,5 +89,28 @@ def shutdown_trigger(
             async for _ in received:
                 break
             await _close_until_drained_or_signal(checked, seconds, received)
+        _absorb_one_more(signums)
 
     return trigger
+
+
+def _absorb_one_more(signums: tuple[signal.Signals, ...]) -> None:
+    """After the trigger returns, Hypercorn still closes its connections and
+    runs the lifespan shutdown, with the signals' previous handlers back: an
+    impatient second Ctrl-C or SIGTERM would cut that short and end the
+    process by the signal. One more of them is absorbed; the next goes to the
+    previous handler again. Only the main thread can set handlers: elsewhere
+    there is nothing to do."""
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+
+    def absorb(signum: int, frame: FrameType | None) -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    try:
+        for signum in signums:
+            signal.signal(signum, absorb)
+    except ValueError:  # not the main thread
+        for number, handler in previous.items():
+            with contextlib.suppress(ValueError):
+                signal.signal(number, handler)

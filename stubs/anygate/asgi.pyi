@@ -40,7 +40,10 @@ class GateMiddleware:
     ``http.response.pathsend``) has been sent, a response with trailers until
     its last ``http.response.trailers``, and a response whose end is sent by
     another task after the application returned holds it until then (the
-    middleware returns to the server only then, too). On a gate at its limit
+    middleware returns to the server only then, too), or until the client has
+    gone (``http.disconnect``), after which nothing more can be sent: a stream
+    the client left, or a response the application left unfinished, ends the
+    hold then. On a gate at its limit
     the request first waits for room, first come first served, as
     :meth:`~anygate.Gate.acquire` does.
 
@@ -53,9 +56,16 @@ class GateMiddleware:
 
     A ``"websocket"`` connection holds its gate, as ``"WEBSOCKET {path}"``,
     until the application returns. A closed gate refuses it before it is
-    accepted: the middleware answers its ``websocket.connect`` with a
-    ``websocket.close`` of code 1013 (try again later); so does a
+    accepted, in reply to its ``websocket.connect``; so does a
     :exc:`~anygate.GateClosed` raised by the application before it accepted.
+    Where the server offers the ASGI denial response extension
+    (``websocket.http.response``, as Hypercorn and Uvicorn do), the refusal is
+    the same 503 as a request's; elsewhere it is a ``websocket.close`` of code
+    1013 (try again later), which the server sends as a 403 Forbidden, since
+    a connection closed before its accept is refused with that.
+
+    A :exc:`~anygate.GateClosed` inside an exception group of nothing else (as
+    a task group of the application raises it) counts as one.
 
     Cancellable requests (``cancellable=True``, or chosen per request) are
     cancelled when their gate's close runs out of grace, as the block of a
@@ -64,8 +74,10 @@ class GateMiddleware:
     one gets a final empty body message (and empty trailers, if it announced
     trailers), so that the client sees a complete response, not a reset; an
     accepted websocket gets a ``websocket.close`` of code 1012 (service
-    restart), and one not yet accepted the refusal. A send made after that, by
-    a task the application left behind, raises :exc:`~anygate.GateClosed`.
+    restart), and one not yet accepted the refusal. The gate stays held until
+    that ending is sent, for a second at the most (a client that reads no
+    more is then left to the server). A send made after that, by a task the
+    application left behind, raises :exc:`~anygate.GateClosed`.
 
     ``"lifespan"`` and every other scope type are passed through untouched, as
     is every scope for which the gate chooser returns ``None``.

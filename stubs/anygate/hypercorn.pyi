@@ -32,7 +32,10 @@ def shutdown_trigger(
     trigger, Hypercorn installs no signal handlers of its own; the trigger
     listens with :func:`anyio.open_signal_receiver` from the moment Hypercorn
     calls it, after its startup. The server then returns normally, and the
-    process exits with status 0.
+    process exits with status 0. While Hypercorn then finishes its own
+    shutdown (its connections, the lifespan shutdown), one more of the signals
+    is absorbed, so that an impatient second one does not cut it short; the
+    next goes to whatever handled them before.
 
     Each call of the returned function waits for signals afresh, so one trigger
     may serve successive runs, but the gates stay closed after the first

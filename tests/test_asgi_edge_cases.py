@@ -1,9 +1,11 @@
-"""Attacks on anygate.asgi.GateMiddleware and the servers' shutdown helpers.
+"""GateMiddleware and the servers' shutdown helpers, under attack: clients that
+leave, apps that leave responses unfinished, the grace's clean ending, exception
+groups, ASGI extensions, refused websockets, signals at awkward moments.
 
-Each test here demonstrated a defect when it was written, and is marked
-``xfail(strict=True)`` with the defect in its reason: it flips to XPASS, and
-fails the run, once the defect is fixed. No sleeps as synchronisation: the
-tests wait on events and ``anyio.wait_all_tasks_blocked()``, each wait bounded.
+Each test here demonstrated a defect when it was written. Those still open are
+marked ``xfail(strict=True)`` with the defect in their reason: each flips to
+XPASS, and fails the run, once fixed. No sleeps as synchronisation: the tests
+wait on events and ``anyio.wait_all_tasks_blocked()``, each wait bounded.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Any
 import anyio
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
+from servers import each_server
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from test_asgi import START, Client, body, call, http, websocket
-from test_asgi_servers import BACKENDS, SERVERS, serving
+from test_asgi_servers import serving
 
 from anygate import Gate
 from anygate.asgi import GateMiddleware, Message, Receive, Scope, Send
@@ -55,12 +58,6 @@ class FinalBlocks(Client):
 # -- The hold outlives a response nobody will finish -------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a Starlette stream whose client disconnects mid-stream (ASGI < 2.4, "
-    "as Uvicorn and Hypercorn say) never sends its final body: the hold is never "
-    "released and gate.close() hangs",
-)
 async def test_a_stream_whose_client_disconnects_mid_stream_releases_the_gate() -> None:
     gate = Gate("svc", warn_after=None)
     parked = anyio.Event()
@@ -84,11 +81,6 @@ async def test_a_stream_whose_client_disconnects_mid_stream_releases_the_gate() 
             await gate.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an app that starts a response and returns without finishing it holds "
-    "the gate forever, even after its client disconnected: gate.close() hangs",
-)
 async def test_a_response_left_unfinished_by_the_app_does_not_hold_the_gate_forever() -> None:
     gate = Gate("svc", warn_after=None)
 
@@ -107,11 +99,6 @@ async def test_a_response_left_unfinished_by_the_app_does_not_hold_the_gate_fore
             await gate.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="http.response.zerocopysend (an ASGI extension) with more_body false is "
-    "not seen as the end of the body: the middleware waits for it forever",
-)
 async def test_zerocopysend_ends_the_body_as_a_final_body_message() -> None:
     gate = Gate("svc", warn_after=None)
 
@@ -129,12 +116,6 @@ async def test_zerocopysend_ends_the_body_as_a_final_body_message() -> None:
 # -- The hold ends before the last byte ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="at the grace, the hold is released before the middleware's final empty "
-    "body is sent: close() returns (and the server helpers stop the server) with "
-    "the end of the stream still unsent",
-)
 async def test_the_final_body_sent_at_the_grace_is_sent_before_the_hold_ends() -> None:
     gate = Gate("svc", warn_after=None)
 
@@ -162,10 +143,6 @@ async def test_the_final_body_sent_at_the_grace_is_sent_before_the_hold_ends() -
     assert not drained_early, "the gate drained before the final body was sent"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="at the grace, the hold of a websocket is released before its close (1012) is sent",
-)
 async def test_the_websocket_close_sent_at_the_grace_is_sent_before_the_hold_ends() -> None:
     gate = Gate("svc", warn_after=None)
 
@@ -197,11 +174,6 @@ async def test_the_websocket_close_sent_at_the_grace_is_sent_before_the_hold_end
 # -- GateClosed in an exception group ------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GateClosed raised before the response starts, inside an exception group "
-    "(an app's task group), propagates as a 500 instead of the 503",
-)
 async def test_gate_closed_in_an_exception_group_before_the_response_starts_is_a_503() -> None:
     gate = Gate("svc", warn_after=None)
     inner = Gate("tenant", warn_after=None)
@@ -230,22 +202,8 @@ HANDSHAKE = (
 )
 
 
+@each_server
 class TestBehindServers:
-    @pytest.fixture(params=SERVERS)
-    def server_kind(self, request: pytest.FixtureRequest) -> tuple[str, str]:
-        kind: tuple[str, str] = request.param
-        return kind
-
-    @pytest.fixture
-    def anyio_backend(self, server_kind: tuple[str, str]) -> tuple[str, dict[str, Any]]:
-        return BACKENDS[server_kind[1]]
-
-    @pytest.mark.xfail(
-        strict=True,
-        reason="a client that disconnects from a Starlette StreamingResponse between "
-        "two chunks leaves the gate held forever: gate.close() hangs (the servers "
-        "say ASGI 2.1 and 2.0, so Starlette cancels the stream without a final body)",
-    )
     async def test_a_client_leaving_a_stream_mid_way_does_not_hold_the_gate(
         self, server_kind: tuple[str, str]
     ) -> None:
@@ -289,12 +247,6 @@ class TestBehindServers:
                 await drained.wait()  # the grace ends it
         assert not held, "the gate was still held by a request whose client had left"
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="a websocket refused by a closed gate reaches the client as HTTP 403 "
-        "Forbidden (ASGI: a close before accept is a 403), not 1013 nor a 503: "
-        "clients see an authorisation failure, and do not retry",
-    )
     async def test_a_refused_websocket_does_not_look_forbidden_to_the_client(
         self, server_kind: tuple[str, str]
     ) -> None:
@@ -325,7 +277,9 @@ class TestBehindServers:
                         except anyio.EndOfStream:  # noqa: PERF203
                             break
         status_line = head.split(b"\r\n", 1)[0]
-        assert not status_line.startswith(b"HTTP/1.1 403"), status_line
+        # The denial response both servers offer: the 503 a request gets.
+        assert status_line.startswith(b"HTTP/1.1 503"), status_line
+        assert b"retry-after: 5" in head.lower(), head
 
 
 # -- Hypercorn's shutdown trigger: a second signal after the drain ---------------
@@ -401,12 +355,6 @@ say("server returned")
 
 @pytest.mark.parametrize("anyio_backend", [("asyncio", {})], ids=["client-asyncio"])
 @pytest.mark.parametrize("server_backend", ["asyncio", "uvloop", "trio"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="once anygate.hypercorn's trigger has returned, SIGTERM is back to its "
-    "default: a second signal during Hypercorn's own shutdown (its lifespan "
-    "shutdown) kills the process with -15, cutting the clean-up",
-)
 async def test_hypercorn_a_second_signal_after_the_drain_does_not_kill_the_process(
     server_backend: str, anyio_backend: Any, tmp_path: Any
 ) -> None:
