@@ -14,7 +14,6 @@ import anyio
 import anyio.lowlevel
 
 from ._admission import Admission, Waiter, WaiterState
-from ._borrows import BORROWS, check_borrower, record_borrow
 from ._closing import Closing, wait_drained
 from ._diagnostics import describe, log_late_release, warn_slow_close
 from ._exceptions import GateClosed
@@ -246,20 +245,6 @@ class GateCore:
         if admission is not None and admission.line:
             return [waiter.wakeup for waiter in admission.admit(self._holds)], None
         return [], None
-
-    async def _borrow(self, name: str | None, cls: type[GateGuard]) -> GateGuard:
-        """What ``await gate.acquire()`` runs: on a bounded gate, refuse a task
-        that holds it through acquire() already, and note the new hold."""
-        if self._admission is None:
-            return await self._acquire(name, cls)
-        borrows = BORROWS.get(None)
-        if borrows is not None:
-            borrow = borrows.get(self)
-            if borrow is not None and borrow[0]._holds is not None:
-                check_borrower(self, borrows, borrow)
-        guard = await self._acquire(name, cls)
-        record_borrow(self, guard)
-        return guard
 
     def _set_limit(self, limit: int) -> None:
         """Change the limit of a bounded gate, then admit the waiters it makes room for."""

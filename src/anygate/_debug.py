@@ -47,7 +47,6 @@ _KINDS = {
     "__enter__": "with gate:",
     "__aenter__": "acquire()",
     "_acquire": "acquire()",
-    "_borrow": "acquire()",
     "acquire": "acquire()",
     "enter": "enter()",
     "try_enter": "try_enter()",

@@ -13,7 +13,6 @@ import anyio.lowlevel
 from typing_extensions import ParamSpec, TypeVarTuple, Unpack, final
 
 from . import _tasks
-from ._borrows import BORROWS, check_borrower, record_borrow
 from ._core import GateCore
 from ._diagnostics import GateStatistics
 from ._exceptions import GateClosed
@@ -429,8 +428,7 @@ class Gate(GateCore):
         returns or raises, through :func:`anyio.to_thread.run_sync`.
 
         The gate is entered first, as :meth:`acquire` enters it (waiting for
-        room on a bounded gate, first come first served; the hold is the
-        thread's, so it is not a borrow of this task): a closed gate raises
+        room on a bounded gate, first come first served): a closed gate raises
         :exc:`GateClosed` here, and no thread starts. The hold is released by
         the worker thread as ``func`` ends, which wakes a close in its loop.
 
@@ -538,7 +536,6 @@ class Gate(GateCore):
         """
         check_callable(func, "start")
         check_name(name)
-        # Not acquire(): the hold is the task's, not a borrow of the caller.
         guard = await self._acquire(name, guard_class(name, cancellable))
         handoff = _tasks._Handoff(guard)
         task_name = name if name is not None else getattr(func, "__qualname__", None)
@@ -775,18 +772,11 @@ class Acquisition:
         return f"<Acquisition{name} of {self._gate!r}>"
 
     def __await__(self) -> Generator[Any, None, GateGuard]:
-        return self._gate._borrow(self._name, self._cls).__await__()
+        return self._gate._acquire(self._name, self._cls).__await__()
 
     async def __aenter__(self) -> GateGuard:
         gate = self._gate
         admission = gate._admission
-        if admission is not None:
-            # HOT COPY of GateCore._borrow's check; the hold is noted below.
-            borrows = BORROWS.get(None)
-            if borrows is not None:
-                borrow = borrows.get(gate)
-                if borrow is not None and borrow[0]._holds is not None:
-                    check_borrower(gate, borrows, borrow)
         if self._cls is UnnamedGuard:
             # HOT COPY of GateCore._acquire's counted path, for an unnamed guard.
             holds = gate._holds
@@ -805,16 +795,12 @@ class Acquisition:
                     except BaseException:
                         guard.release()
                         raise
-                if admission is not None:
-                    record_borrow(gate, guard)
                 self._guard = guard
                 return guard
             # Closed, or no room: give the count back, and take the slow path.
             guard._holds = None
             gate._drop()
         guard = await gate._acquire(self._name, self._cls)
-        if admission is not None:
-            record_borrow(gate, guard)
         self._guard = guard
         return guard.__enter__()
 

@@ -297,8 +297,7 @@ class Gate:
         returns or raises, through :func:`anyio.to_thread.run_sync`.
 
         The gate is entered first, as :meth:`acquire` enters it (waiting for
-        room on a bounded gate, first come first served; the hold is the
-        thread's, so it is not a borrow of this task): a closed gate raises
+        room on a bounded gate, first come first served): a closed gate raises
         :exc:`GateClosed` here, and no thread starts. The hold is released by
         the worker thread as ``func`` ends, which wakes a close in its loop.
 
