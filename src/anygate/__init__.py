@@ -1,8 +1,8 @@
 """Backend-neutral gates: refuse new work, then wait for the work in progress."""
 
+from ._acquisition import Acquisition as Acquisition
 from ._diagnostics import GateStatistics as GateStatistics
 from ._exceptions import GateClosed as GateClosed
-from ._gate import Acquisition as Acquisition
 from ._gate import Gate as Gate
 from ._guards import GateGuard as GateGuard
 from ._records import Holder as Holder

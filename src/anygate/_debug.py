@@ -32,8 +32,9 @@ import anyio
 from typing_extensions import TypeVarTuple, Unpack
 
 from . import _tasks
+from ._acquisition import Acquisition, recorded_acquisition
 from ._exceptions import GateClosed
-from ._gate import Acquisition, Gate, recorded_acquisition
+from ._gate import Gate
 from ._guards import CancellableGuard, GateGuard, recorded_guard
 from ._records import CancellableRecord, ChildRecord, Holder, Record, Taken
 from ._tasks import TaskStarter
