@@ -280,20 +280,9 @@ class DebugGate(Gate):  # type: ignore[misc]  # Gate is final for users only
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        try:
-            self._forget_block()
-        finally:
-            # HOT COPY of GateCore._drop, as in __exit__.
-            try:
-                self._holds.pop()
-                if self._closed_or_bounded:
-                    self._settle()
-            except IndexError:
-                raise RuntimeError(f"{self!r} was exited more often than entered") from None
-            except BaseException:
-                if self._closed_or_bounded:
-                    self._settle()
-                raise
+        # Not a hot path: the call's own start is the one window an interrupt
+        # has before the drop, as for any exit written in Python.
+        self.__exit__(exc_type, exc_val, exc_tb)
 
 
 # It is a Gate to its users: type(gate).__name__, reprs and tracebacks say so.
