@@ -3,8 +3,8 @@
 Run by tests/test_servers.py in a process of its own, so that it can be sent
 signals. It prints what the tests wait for, one line each, flushed: the URL
 it listens on, ``held slow`` and ``held poll`` when a request holds the gate,
-``gate closing`` when the gate's close begins, and the holds left at the
-lifespan shutdown.
+``gate closing`` when the gate's close begins, ``trigger returned`` when
+Hypercorn's shutdown begins, and the holds left at the lifespan shutdown.
 
     python tests/gated_server.py hypercorn trio [GRACEFUL_TIMEOUT]
 """
@@ -114,6 +114,7 @@ async def serve_hypercorn(sock: socket.socket, backend: str, graceful_timeout: i
         # before its first await, so they are handled from this line on.
         say("ready")
         await closing_trigger()
+        say("trigger returned")
 
     asgi = cast("ASGIFramework", app)
     if backend == "trio":

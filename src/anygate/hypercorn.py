@@ -22,7 +22,12 @@ __all__ = ["shutdown_trigger"]
 
 async def _close_until_drained_or_signal(
     gates: tuple[Gate, ...], grace: float | None, signals: AsyncIterator[int]
-) -> None:
+) -> bool:
+    """Close ``gates`` and wait for their drain, or for one more signal.
+
+    :return: whether the gates drained (``False``: a second signal came first)
+    """
+    drained = False
     async with anyio.create_task_group() as tg:
 
         async def stop_on_second_signal() -> None:
@@ -31,7 +36,9 @@ async def _close_until_drained_or_signal(
 
         tg.start_soon(stop_on_second_signal)
         await close_all(gates, grace)
+        drained = True
         tg.cancel_scope.cancel()
+    return drained
 
 
 def shutdown_trigger(
@@ -57,15 +64,22 @@ def shutdown_trigger(
 
         await serve(app, config, shutdown_trigger=shutdown_trigger(gate, grace=5))
 
-    A second signal while the gates drain stops the wait: the server stops at
-    once, and its own ``graceful_timeout`` bounds what is left. Given a
-    trigger, Hypercorn installs no signal handlers of its own; the trigger
-    listens with :func:`anyio.open_signal_receiver` from the moment Hypercorn
-    calls it, after its startup. The server then returns normally, and the
-    process exits with status 0. While Hypercorn then finishes its own
+    Given a trigger, Hypercorn installs no signal handlers of its own; the
+    trigger listens with :func:`anyio.open_signal_receiver` from the moment
+    Hypercorn calls it, after its startup. The server then returns normally,
+    and the process exits with status 0. While Hypercorn then finishes its own
     shutdown (its connections, the lifespan shutdown), one more of the signals
     is absorbed, so that an impatient second one does not cut it short; the
     next goes to whatever handled them before.
+
+    A second signal while the gates drain stops the wait: the trigger returns
+    at once, and the server stops without waiting for the gates. Its own
+    ``graceful_timeout`` then bounds what is left, except on Hypercorn's
+    asyncio worker (not uvloop's) from Python 3.12.1 on, which waits for
+    every connection before that timeout starts (Hypercorn issue 308): a
+    request that never ends then keeps the process alive. No signal is
+    absorbed after a second one, so a third goes to whatever handled them
+    before the trigger (by default, it ends the process).
 
     Each call of the returned function waits for signals afresh, so one trigger
     may serve successive runs, but the gates stay closed after the first
@@ -85,32 +99,43 @@ def shutdown_trigger(
     signums = check_signals((signal.SIGINT, signal.SIGTERM) if signals is None else signals)
 
     async def trigger() -> None:
-        with anyio.open_signal_receiver(*signums) as received:
-            async for _ in received:
-                break
-            await _close_until_drained_or_signal(checked, seconds, received)
-        _absorb_one_more(signums)
+        # asyncio's loop leaves SIG_DFL behind, not the handler it found: put
+        # back what was there before, as trio does.
+        previous = {signum: signal.getsignal(signum) for signum in signums}
+        try:
+            with anyio.open_signal_receiver(*signums) as received:
+                async for _ in received:
+                    break
+                drained = await _close_until_drained_or_signal(checked, seconds, received)
+        finally:
+            _set_handlers(previous)
+        if drained:
+            _absorb_one_more(previous)
 
     return trigger
 
 
-def _absorb_one_more(signums: tuple[signal.Signals, ...]) -> None:
+_Handlers = dict[signal.Signals, "Callable[[int, FrameType | None], object] | int | None"]
+
+
+def _set_handlers(handlers: _Handlers) -> None:
+    """Set each signal's handler, where Python can (``None``: set outside
+    Python) and may (only in the main thread; elsewhere there is nothing to
+    do, as no receiver could have been opened there)."""
+    for signum, handler in handlers.items():
+        if handler is not None:
+            with contextlib.suppress(ValueError):
+                signal.signal(signum, handler)
+
+
+def _absorb_one_more(previous: _Handlers) -> None:
     """After the trigger returns, Hypercorn still closes its connections and
     runs the lifespan shutdown, with the signals' previous handlers back: an
     impatient second Ctrl-C or SIGTERM would cut that short and end the
     process by the signal. One more of them is absorbed; the next goes to the
-    previous handler again. Only the main thread can set handlers: elsewhere
-    there is nothing to do."""
-    previous = {signum: signal.getsignal(signum) for signum in signums}
+    previous handler again."""
 
     def absorb(signum: int, frame: FrameType | None) -> None:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        _set_handlers(previous)
 
-    try:
-        for signum in signums:
-            signal.signal(signum, absorb)
-    except ValueError:  # not the main thread
-        for number, handler in previous.items():
-            with contextlib.suppress(ValueError):
-                signal.signal(number, handler)
+    _set_handlers(dict.fromkeys(previous, absorb))

@@ -27,15 +27,22 @@ def shutdown_trigger(
 
         await serve(app, config, shutdown_trigger=shutdown_trigger(gate, grace=5))
 
-    A second signal while the gates drain stops the wait: the server stops at
-    once, and its own ``graceful_timeout`` bounds what is left. Given a
-    trigger, Hypercorn installs no signal handlers of its own; the trigger
-    listens with :func:`anyio.open_signal_receiver` from the moment Hypercorn
-    calls it, after its startup. The server then returns normally, and the
-    process exits with status 0. While Hypercorn then finishes its own
+    Given a trigger, Hypercorn installs no signal handlers of its own; the
+    trigger listens with :func:`anyio.open_signal_receiver` from the moment
+    Hypercorn calls it, after its startup. The server then returns normally,
+    and the process exits with status 0. While Hypercorn then finishes its own
     shutdown (its connections, the lifespan shutdown), one more of the signals
     is absorbed, so that an impatient second one does not cut it short; the
     next goes to whatever handled them before.
+
+    A second signal while the gates drain stops the wait: the trigger returns
+    at once, and the server stops without waiting for the gates. Its own
+    ``graceful_timeout`` then bounds what is left, except on Hypercorn's
+    asyncio worker (not uvloop's) from Python 3.12.1 on, which waits for
+    every connection before that timeout starts (Hypercorn issue 308): a
+    request that never ends then keeps the process alive. No signal is
+    absorbed after a second one, so a third goes to whatever handled them
+    before the trigger (by default, it ends the process).
 
     Each call of the returned function waits for signals afresh, so one trigger
     may serve successive runs, but the gates stay closed after the first
