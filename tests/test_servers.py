@@ -12,7 +12,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +213,10 @@ async def test_a_second_signal_stops_without_waiting_for_the_gates(
     assert returncode == (-signal.SIGTERM if uvicorn else 0), output
 
 
+async def run_to_end(function: Callable[[], Awaitable[None]]) -> None:
+    await function()
+
+
 @pytest.mark.anyio
 async def test_the_trigger_absorbs_one_signal_after_a_drain_and_none_after_a_second() -> None:
     """In-process, with SIGUSR1: what the signal's handler is once the trigger returned."""
@@ -223,8 +227,9 @@ async def test_the_trigger_absorbs_one_signal_after_a_drain_and_none_after_a_sec
             gate = Gate("g", warn_after=None)
             guard = gate.enter() if second_signal else None
             trigger = anygate.hypercorn.shutdown_trigger(gate, signals=[signal.SIGUSR1])
+
             async with anyio.create_task_group() as tg:
-                tg.start_soon(trigger)
+                tg.start_soon(run_to_end, trigger)
                 await anyio.wait_all_tasks_blocked()
                 signal.raise_signal(signal.SIGUSR1)
                 await gate.wait_closing()

@@ -211,21 +211,17 @@ class Gate:
         Cancellation: a cancelled call holds nothing afterwards; one admitted
         in the same tick as its cancellation hands its place to the next waiter.
 
-        A task may hold a bounded gate through ``acquire()`` only once at a
-        time, as with a ``CapacityLimiter``: at the limit it would wait for
-        itself forever. A second ``acquire()`` in that task raises
-        :exc:`RuntimeError` at once, before waiting, holding nothing. Holds
-        taken by :meth:`enter`, ``with gate:``, :meth:`GateGuard.clone`,
-        :meth:`start`, :meth:`start_soon` and :meth:`to_thread` do not count,
-        nor do other tasks' (child tasks included).
+        Unlike a ``CapacityLimiter``, a gate does not yet refuse a task that
+        acquires it while holding it through ``acquire()`` already: at the
+        limit, that second call waits for the first hold to be released, which
+        in the same task is forever. Take more work under the same hold with
+        :meth:`GateGuard.clone`, which never waits.
 
         :param name: names the holder, as in :meth:`enter`
         :param cancellable: with ``async with``, the block is cancelled when a
             close's grace runs out, as for :meth:`enter`; an awaited guard gets
             that behaviour in its own ``with`` block
         :raises GateClosed: if the gate is closed, or closes while this waits
-        :raises RuntimeError: if the gate is bounded and this task holds it
-            through ``acquire()`` already
         :raises TypeError: if ``name`` is neither a string nor ``None``
         """
     def check(self) -> None:
