@@ -38,6 +38,22 @@ def pytest_configure(config: pytest.Config) -> None:
     # `-X gil=1` would quietly override it, and the run would prove nothing.
     if os.environ.get("PYTHON_GIL") == "0" and gil_enabled():
         raise pytest.UsageError("PYTHON_GIL=0 is set, but the GIL is enabled")
+    # Development mode makes every Gate() a debug gate, for the whole process:
+    # the tests choose debug mode gate by gate, and expect it off otherwise.
+    if sys.flags.dev_mode:
+        raise pytest.UsageError(
+            "the tests do not run under python -X dev (or PYTHONDEVMODE=1), which "
+            "puts every Gate() in debug mode; tests/test_debug.py checks -X dev in "
+            "a process of its own"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _no_debug_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ANYGATE_DEBUG=1 in the caller's environment would make every Gate() a
+    debug gate, here and in the servers the tests start: the tests that want
+    it set it themselves."""
+    monkeypatch.delenv("ANYGATE_DEBUG", raising=False)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
