@@ -27,7 +27,6 @@ async def _close_until_drained_or_signal(
 
     :return: whether the gates drained (``False``: a second signal came first)
     """
-    drained = False
     async with anyio.create_task_group() as tg:
 
         async def stop_on_second_signal() -> None:
@@ -36,9 +35,10 @@ async def _close_until_drained_or_signal(
 
         tg.start_soon(stop_on_second_signal)
         await close_all(gates, grace)
-        drained = True
         tg.cancel_scope.cancel()
-    return drained
+        return True
+    # The second signal cancelled the wait.
+    return False
 
 
 def shutdown_trigger(
