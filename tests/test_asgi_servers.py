@@ -12,6 +12,7 @@ and on the gate's own ``wait_closing()``.
 from __future__ import annotations
 
 import socket
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -31,6 +32,9 @@ from anygate import Gate
 from anygate.asgi import ASGIApp, GateMiddleware
 from helpers import Closer
 
+if sys.version_info < (3, 11):
+    from exceptiongroup import ExceptionGroup
+
 pytestmark = pytest.mark.anyio
 
 GRACE = 0.05
@@ -39,6 +43,8 @@ RETRY_AFTER = 5
 # keeps the server from sending the last byte.
 FILE_SIZE = 32 * 1024 * 1024
 PATTERN = bytes(range(256))
+# Longer than the servers' graceful timeouts below.
+SERVER_STOPS_WITHIN = 15
 
 
 class Service:
@@ -100,16 +106,29 @@ async def serving(kind: tuple[str, str], app: ASGIApp) -> AsyncIterator[httpx.As
     sock.listen(128)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     stop = anyio.Event()
+    stopped = anyio.Event()
+
+    async def serve() -> None:
+        try:
+            if server_name == "hypercorn":
+                await serve_hypercorn(app, sock, kind[1], stop)
+            else:
+                await serve_uvicorn(app, sock, stop)
+        finally:
+            stopped.set()
+
     async with anyio.create_task_group() as tg:
-        if server_name == "hypercorn":
-            tg.start_soon(serve_hypercorn, app, sock, kind[1], stop)
-        else:
-            tg.start_soon(serve_uvicorn, app, sock, stop)
+        tg.start_soon(serve)
         try:
             async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                 yield client
         finally:
+            # The server stops on its own terms, its graceful timeout included,
+            # even when the test failed or timed out: cancelled, it could leave
+            # requests' tasks behind (see the last test).
             stop.set()
+            with anyio.move_on_after(SERVER_STOPS_WITHIN, shield=True):
+                await stopped.wait()
 
 
 async def serve_hypercorn(
@@ -220,3 +239,29 @@ async def test_a_server_sent_events_stream_ends_cleanly_at_the_grace(
             assert rest == b""
             assert response.is_stream_consumed
     assert closer.done
+
+
+class _TestBodyFailed(Exception):
+    """What a test body raises in the middle of a response."""
+
+
+@each_server
+async def test_a_test_that_fails_mid_response_lets_the_server_stop(
+    server_kind: tuple[str, str], service: Service
+) -> None:
+    # serving() itself: a failing test must fail, not hang. When serving()
+    # cancelled the server instead of stopping it, the asyncio servers left the
+    # request's task behind, still holding the gate, and with Uvicorn on uvloop
+    # the test's event loop then hung as it closed.
+    with anyio.fail_after(30):
+        with pytest.raises(ExceptionGroup) as failed:
+            async with (
+                serving(server_kind, service.app) as client,
+                client.stream("GET", "/stream") as response,
+            ):
+                # The response has started; its body is left unread.
+                assert response.status_code == 200
+                assert service.gate.count == 1
+                raise _TestBodyFailed
+        assert failed.group_contains(_TestBodyFailed)
+        assert service.gate.count == 0
