@@ -125,7 +125,8 @@ async def serving(kind: tuple[str, str], app: ASGIApp) -> AsyncIterator[httpx.As
         finally:
             # The server stops on its own terms, its graceful timeout included,
             # even when the test failed or timed out: cancelled, it could leave
-            # requests' tasks behind (see the last test).
+            # requests' tasks behind (see
+            # test_a_test_that_fails_mid_response_lets_the_server_stop).
             stop.set()
             with anyio.move_on_after(SERVER_STOPS_WITHIN, shield=True):
                 await stopped.wait()
@@ -264,4 +265,6 @@ async def test_a_test_that_fails_mid_response_lets_the_server_stop(
                 assert service.gate.count == 1
                 raise _TestBodyFailed
         assert failed.group_contains(_TestBodyFailed)
+        # And nothing else: the server stopped without an error of its own.
+        assert failed.value.split(_TestBodyFailed)[1] is None
         assert service.gate.count == 0
